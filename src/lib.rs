@@ -1,0 +1,17 @@
+//! LCP node suite: a modular Lightning node for the Lightning Compute Protocol (LCP v0.2).
+//!
+//! Services (`peerd`, `lcpd`, `jobd`, `payd`) are libraries with one entry point each,
+//! `run(config, bus, shutdown)`, talking over the ZeroMQ bus in [`bus`].
+
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod jobd;
+pub mod lcpd;
+pub mod logging;
+pub mod node;
+pub mod payd;
+pub mod peerd;
+pub mod store;
+pub mod wire;
