@@ -1,1 +1,19 @@
-fn main() {}
+//! payd: payments, one service per process.
+use clap::Parser;
+use lcp::bus::ServiceId;
+use lcp::node::{daemon_main, run_daemon, service_fn};
+use lcp::payd::{self, opts::Opts, PaydConfig};
+
+fn main() -> std::process::ExitCode {
+    let opts = Opts::parse();
+    daemon_main("payd", || {
+        let (node, file) = opts.node.resolve()?;
+        let cfg = PaydConfig::resolve(&node, &opts.payd, &file.payd)?;
+        run_daemon(
+            &node,
+            ServiceId::Payd,
+            false,
+            service_fn(move |b, s| async move { Ok(payd::run(cfg, b, s).await?) }),
+        )
+    })
+}

@@ -1,1 +1,112 @@
-//! cli
+//! `lcp-cli`: operator and requester commands over the bus.
+
+pub mod status;
+
+use crate::bus::{Bus, BusError, Endpoint, ServiceId};
+use crate::config::{NodeArgs, NodeConfig};
+use crate::datadir::Datadir;
+use std::time::Duration;
+
+/// lncli-like help layout.
+pub const HELP_TEMPLATE: &str = "\
+NAME:
+   {name} - {about}
+
+USAGE:
+   {usage}
+
+VERSION:
+   {version}
+
+COMMANDS:
+{subcommands}
+
+OPTIONS:
+{options}{after-help}
+";
+
+/// The command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "lcp-cli",
+    version,
+    about = "control plane for an LCP node",
+    help_template = HELP_TEMPLATE,
+    subcommand_value_name = "COMMAND",
+    after_help = "Talks to a running node (lcpnode, or lcpd with its services) over the node's bus.\n\
+                  The bus endpoint is read from DATADIR/bus.endpoint unless --bus is given."
+)]
+pub struct Cli {
+    /// Shared options.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for the node, in seconds
+    #[arg(long, global = true, default_value_t = 5, env = "LCP_CLI_TIMEOUT", value_name = "SECS")]
+    pub timeout: u64,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Show which services are up, their versions and the node id
+    Status,
+}
+
+/// CLI errors: printed as one line, exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("no node data directory at {0} (start the node first, or pass --datadir)")]
+    NoDatadir(String),
+    #[error("cannot reach the node's bus at {endpoint}: {why} (is lcpnode or lcpd running?)")]
+    Unreachable { endpoint: String, why: String },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Datadir(#[from] crate::datadir::DatadirError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs a parsed command line and returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
+    let (cfg, file) = cli.node.resolve()?;
+    let explicit_bus = cli.node.bus.is_some() || file.node.bus.is_some();
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    match cli.cmd {
+        Command::Status => {
+            let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
+            let out = status::run(&bus, &cfg, &ep, cli.json, timeout).await;
+            bus.close();
+            out
+        }
+    }
+}
+
+/// Connects to the node's bus as a client and completes the readiness handshake.
+pub async fn connect(cfg: &NodeConfig, explicit_bus: bool, timeout: Duration) -> Result<(Bus, Endpoint), CliError> {
+    if !cfg.datadir.is_dir() {
+        return Err(CliError::NoDatadir(cfg.datadir.display().to_string()));
+    }
+    let dd = Datadir::open(&cfg.datadir)?;
+    let ep = if explicit_bus { cfg.bus.clone() } else { dd.read_bus_endpoint().unwrap_or_else(|| cfg.bus.clone()) };
+    let keys = if ep.is_remote() {
+        Some(crate::bus::keys::load_client(&cfg.bus_key)?)
+    } else {
+        return Err(CliError::Other(format!("{ep}: lcp-cli runs in its own process and cannot use an inproc:// bus")));
+    };
+    let id = ServiceId::Client(format!("cli-{}", std::process::id()));
+    let bus = Bus::connect_zmq(&ep, id, keys.as_ref())?;
+    if let Err(e) = bus.wait_ready(timeout).await {
+        bus.close();
+        return Err(CliError::Unreachable { endpoint: ep.to_string(), why: e.to_string() });
+    }
+    Ok((bus, ep))
+}

@@ -1,1 +1,11 @@
-//! lcpd
+//! lcpd: LCP v0.2 sessions for provider and requester.
+//!
+//! Shape shared by every service: [`opts`] (flags, env, file), [`runtime`] (`run`), [`error`].
+
+pub mod error;
+pub mod opts;
+pub mod runtime;
+
+pub use error::LcpdError;
+pub use opts::{LcpdArgs, LcpdConfig, LcpdFile};
+pub use runtime::run;

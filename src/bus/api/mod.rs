@@ -1,0 +1,43 @@
+//! The bus APIs: one sub-enum per service, all carried by [`Body`].
+//!
+//! Variants are only ever appended (postcard encodes the variant index); an incompatible change
+//! bumps [`super::envelope::BUS_VERSION`].
+
+mod ctl;
+pub use ctl::{Ctl, ServiceInfo, ServiceStatus};
+
+use super::RemoteError;
+use serde::{Deserialize, Serialize};
+
+/// What a bus frame carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Bus control: registration, liveness, status, echo. Every participant understands it.
+    Ctl(Ctl),
+    /// The error reply to a request.
+    Error(RemoteError),
+    /// peerd's API.
+    Peerd(PeerdApi),
+    /// lcpd's API.
+    Lcpd(LcpdApi),
+    /// jobd's API.
+    Jobd(JobdApi),
+    /// payd's API.
+    Payd(PaydApi),
+}
+
+/// peerd's bus API (peer connections and message routing); filled in with peerd's features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerdApi {}
+
+/// lcpd's bus API (LCP peers, quotes, jobs); filled in with lcpd's features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LcpdApi {}
+
+/// jobd's bus API (worker announcements, pricing, execution); filled in with jobd's features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobdApi {}
+
+/// payd's bus API (invoices, payments, channels); filled in with payd's features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PaydApi {}

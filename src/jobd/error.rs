@@ -1,0 +1,23 @@
+//! jobd's error type and its mapping to stable bus codes.
+
+use crate::bus::{BusError, ErrorCode, ToErrorCode};
+
+/// Everything that can go wrong in jobd.
+#[derive(Debug, thiserror::Error)]
+pub enum JobdError {
+    #[error(transparent)]
+    Datadir(#[from] crate::datadir::DatadirError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl ToErrorCode for JobdError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            JobdError::Datadir(_) | JobdError::Store(_) => ErrorCode::Internal,
+            JobdError::Bus(e) => e.code(),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! peerd's error type and its mapping to stable bus codes.
+
+use crate::bus::{BusError, ErrorCode, ToErrorCode};
+
+/// Everything that can go wrong in peerd.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerdError {
+    #[error(transparent)]
+    Datadir(#[from] crate::datadir::DatadirError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl ToErrorCode for PeerdError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PeerdError::Datadir(_) | PeerdError::Store(_) => ErrorCode::Internal,
+            PeerdError::Bus(e) => e.code(),
+        }
+    }
+}

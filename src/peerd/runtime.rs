@@ -1,0 +1,30 @@
+//! peerd's runtime: `run(config, bus, shutdown)`.
+
+use super::{PeerdConfig, PeerdError};
+use crate::bus::Bus;
+use crate::datadir::Datadir;
+use crate::node;
+use tokio_util::sync::CancellationToken;
+
+/// Log target.
+pub const TARGET: &str = "peerd";
+
+/// Schema of `peerd.db` (forward-only migrations; see `crate::store`).
+pub const MIGRATIONS: &[&str] = &[];
+
+/// Runs peerd until `shutdown` fires.
+pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PeerdError> {
+    let dd = Datadir::open(&config.node.datadir)?;
+    let key = dd.node_secret()?;
+    let _db = crate::store::open(&dd.db_path("peerd"), MIGRATIONS)?;
+    bus.set_info(Some(key.node_id_hex()), vec![("network".into(), config.node.network.to_string())]);
+    tracing::info!(target: TARGET, node_id = %key.node_id_hex(), "peerd ready");
+    node::serve(
+        &bus,
+        &shutdown,
+        |m| Err(node::unimplemented("peerd", m)),
+        |m| tracing::debug!(target: TARGET, from = %m.from, "event ignored"),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Test harness shared by the test suites and benchmarks: whole nodes in-process (every service a
+//! thread) or as real processes started from the built binaries (random ports, temp dirs, one log
+//! file per daemon, killed on drop), and poll-with-timeout helpers instead of sleeps.
+
+use crate::bus::api::{Body, Ctl, ServiceStatus};
+use crate::bus::{Bus, Endpoint, ServiceId};
+use crate::datadir::Datadir;
+use crate::node::{AllConfig, AllInOne};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Default patience of the helpers below.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+/// Interval between two polls.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `cond` until it holds or `timeout` passes; the error names `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Async version of [`wait_until`]: `cond` returns `Some(value)` when done.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The registered services of a node, as its broker lists them.
+pub async fn services(bus: &Bus) -> anyhow::Result<Vec<ServiceStatus>> {
+    match bus.request(&ServiceId::Broker, Body::Ctl(Ctl::ListServices), Duration::from_secs(5)).await? {
+        Body::Ctl(Ctl::Services(s)) => Ok(s),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Waits until the services whose ids are in `ids` are all registered; returns the list.
+pub async fn wait_services(bus: &Bus, ids: &[ServiceId]) -> anyhow::Result<Vec<ServiceStatus>> {
+    poll_until(PATIENCE, &format!("services {ids:?} on the bus"), || async {
+        let s = services(bus).await.ok()?;
+        ids.iter().all(|id| s.iter().any(|x| &x.id == id)).then_some(s)
+    })
+    .await
+}
+
+/// Connects a test client to a node's remote bus endpoint with the node's client key.
+pub async fn client(datadir: &Path, endpoint: &Endpoint) -> anyhow::Result<Bus> {
+    let keys = crate::bus::keys::load_client(&datadir.join("bus").join("client.key"))?;
+    let id = ServiceId::Client(format!("test-{:08x}", rand::random::<u32>()));
+    let bus = Bus::connect_zmq(endpoint, id, Some(&keys))?;
+    bus.wait_ready(PATIENCE).await?;
+    Ok(bus)
+}
+
+/// A whole node in this process, in a temporary data directory.
+pub struct InProcessNode {
+    /// The running node.
+    pub node: AllInOne,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl InProcessNode {
+    /// Starts a node with default settings (devnet, bus over a unix socket in its data dir).
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cfg = crate::demo::node_config(dir.path())?;
+        Self::start_with(dir, cfg)
+    }
+
+    /// Starts a node with a given config (whose datadir should be inside `dir`).
+    pub fn start_with(dir: tempfile::TempDir, cfg: AllConfig) -> anyhow::Result<Self> {
+        Ok(Self { node: AllInOne::start(cfg)?, dir })
+    }
+
+    /// A client on the node's remote endpoint.
+    pub async fn client(&self) -> anyhow::Result<Bus> {
+        let ep = self.node.remote_endpoint().ok_or_else(|| anyhow::anyhow!("node has no remote bus endpoint"))?;
+        client(self.dir.path(), ep).await
+    }
+}
+
+/// Where the built binaries are (next to the test executable's `deps` directory).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+/// One daemon process of a [`ProcessNode`].
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// A node as real processes: `lcpd` hosting the bus on `tcp://127.0.0.1:<random>` with CURVE,
+/// and `peerd`, `payd`, `jobd` joined to it. Every daemon logs to `DATADIR/logs/NAME.log`.
+/// Everything still running is killed on drop.
+pub struct ProcessNode {
+    /// The data directory shared by the daemons.
+    pub dir: tempfile::TempDir,
+    /// The bus endpoint as bound by lcpd.
+    pub endpoint: Endpoint,
+    /// Running daemons by name (`lcpd`, `peerd`, `payd`, `jobd/NAME`).
+    pub daemons: BTreeMap<String, Daemon>,
+}
+
+impl ProcessNode {
+    /// Starts lcpd (the broker host), waits for its bus endpoint, then the other daemons.
+    pub fn start(jobd_workers: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let mut node = Self { endpoint: Endpoint::Inproc("unset".into()), dir, daemons: BTreeMap::new() };
+        node.spawn("lcpd", "lcpd", &["--bus", "tcp://127.0.0.1:0"])?;
+        let dd = Datadir::open(node.dir.path())?;
+        let mut ep = None;
+        wait_until(PATIENCE, "lcpd to write bus.endpoint", || {
+            ep = dd.read_bus_endpoint();
+            ep.is_some()
+        })
+        .map_err(|e| node.with_log("lcpd", e))?;
+        node.endpoint = ep.ok_or_else(|| anyhow::anyhow!("no endpoint"))?;
+        for svc in ["peerd", "payd"] {
+            node.start_daemon(svc)?;
+        }
+        for w in jobd_workers {
+            node.start_worker(w)?;
+        }
+        Ok(node)
+    }
+
+    fn with_log(&self, name: &str, e: anyhow::Error) -> anyhow::Error {
+        let log = self.daemons.get(name).map(|d| std::fs::read_to_string(&d.log).unwrap_or_default());
+        anyhow::anyhow!("{e}; {name} log:\n{}", log.unwrap_or_default())
+    }
+
+    /// Starts (or restarts) `peerd`, `payd` or `lcpd` joined to this node's bus.
+    pub fn start_daemon(&mut self, svc: &str) -> anyhow::Result<()> {
+        let ep = self.endpoint.to_string();
+        match svc {
+            // lcpd re-binds the port it had.
+            "lcpd" => self.spawn("lcpd", "lcpd", &["--bus", &ep]),
+            _ => self.spawn(svc, svc, &["--bus", &ep]),
+        }
+    }
+
+    /// Starts a jobd worker with this name.
+    pub fn start_worker(&mut self, name: &str) -> anyhow::Result<()> {
+        let ep = self.endpoint.to_string();
+        self.spawn(&format!("jobd/{name}"), "jobd", &["--bus", &ep, "--worker-name", name])
+    }
+
+    /// Spawns a binary with this node's data directory and extra arguments.
+    pub fn spawn(&mut self, name: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
+        let log = self.dir.path().join("logs").join(format!("{}.log", name.replace('/', "-")));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(bin_path(bin))
+            .arg("--datadir")
+            .arg(self.dir.path())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env_remove("LCP_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin_path(bin).display()))?;
+        self.daemons.insert(name.to_string(), Daemon { child, log });
+        Ok(())
+    }
+
+    /// Kills a daemon with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut d = self.daemons.remove(name).ok_or_else(|| anyhow::anyhow!("no daemon {name}"))?;
+        d.child.kill()?;
+        d.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, name: &str, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut d = self.daemons.remove(name).ok_or_else(|| anyhow::anyhow!("no daemon {name}"))?;
+        let pid = d.child.id() as libc::pid_t;
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            anyhow::bail!("kill(SIGTERM) failed: {}", std::io::Error::last_os_error());
+        }
+        let mut status = None;
+        let waited = wait_until(timeout, &format!("{name} to exit after SIGTERM"), || {
+            status = d.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if let Err(e) = waited {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            return Err(e);
+        }
+        status.ok_or_else(|| anyhow::anyhow!("no status"))
+    }
+
+    /// The log of a daemon (empty if none).
+    pub fn log(&self, name: &str) -> String {
+        let p = self.dir.path().join("logs").join(format!("{}.log", name.replace('/', "-")));
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    /// A test client on this node's bus.
+    pub async fn client(&self) -> anyhow::Result<Bus> {
+        client(self.dir.path(), &self.endpoint).await
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        for d in self.daemons.values_mut() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+}

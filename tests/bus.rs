@@ -1,0 +1,244 @@
+//! The bus and the node skeleton, in-process and as real processes.
+
+use lcp::bus::api::{Body, Ctl};
+use lcp::bus::{Bus, BusError, Endpoint, ErrorCode, RemoteError, ServiceId};
+use lcp::testkit::{self, poll_until, wait_services, InProcessNode, ProcessNode, PATIENCE};
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+async fn echo(bus: &Bus, to: &ServiceId, payload: &[u8]) -> Result<Vec<u8>, BusError> {
+    match bus.request(to, Body::Ctl(Ctl::Echo(payload.to_vec())), T).await? {
+        Body::Ctl(Ctl::Echo(b)) => Ok(b),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn all_ids(workers: &[&str]) -> Vec<ServiceId> {
+    let mut v = vec![ServiceId::Lcpd, ServiceId::Peerd, ServiceId::Payd];
+    v.extend(workers.iter().map(|w| ServiceId::Jobd(w.to_string())));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_node_round_trips_over_inproc_and_ipc() {
+    let n = InProcessNode::start().unwrap();
+    // A client inside the process, on inproc://, without keys.
+    let inproc = Bus::connect_zmq(n.node.inproc_endpoint(), ServiceId::Client("inproc".into()), None).unwrap();
+    inproc.wait_ready(PATIENCE).await.unwrap();
+    let listed = poll_until(PATIENCE, "all four services", || async {
+        let s = testkit::services(&inproc).await.ok()?;
+        (s.iter().filter(|s| !matches!(s.id, ServiceId::Client(_))).count() == 4).then_some(s)
+    })
+    .await
+    .unwrap();
+    let worker = listed.iter().find(|s| s.id.kind() == "jobd").unwrap().id.clone();
+    for id in [ServiceId::Lcpd, ServiceId::Peerd, ServiceId::Payd, worker] {
+        assert_eq!(echo(&inproc, &id, b"ping").await.unwrap(), b"ping", "{id}");
+    }
+    // A client over the remote endpoint (ipc://, CURVE), as lcp-cli would connect.
+    let remote = n.client().await.unwrap();
+    assert!(matches!(n.node.remote_endpoint(), Some(Endpoint::Ipc(_))));
+    let big = vec![7u8; 256 * 1024];
+    assert_eq!(echo(&remote, &ServiceId::Payd, &big).await.unwrap(), big);
+    let node_ids: Vec<_> =
+        testkit::services(&remote).await.unwrap().into_iter().filter_map(|s| s.info.node_id).collect();
+    assert_eq!(node_ids.len(), 2, "peerd and payd hold the node key");
+    assert_eq!(node_ids[0], node_ids[1]);
+    inproc.close();
+    remote.close();
+    n.node.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_service_restarts_and_rejoins() {
+    let mut n = InProcessNode::start().unwrap();
+    let c = n.client().await.unwrap();
+    wait_services(&c, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
+    n.node.stop_service("payd").unwrap();
+    let e = echo(&c, &ServiceId::Payd, b"x").await.unwrap_err();
+    assert!(matches!(e, BusError::Remote(RemoteError { code: ErrorCode::Unavailable, .. })), "{e}");
+    // The others carry on.
+    assert_eq!(echo(&c, &ServiceId::Lcpd, b"y").await.unwrap(), b"y");
+    n.node.start_service("payd").unwrap();
+    poll_until(PATIENCE, "payd back", || async { echo(&c, &ServiceId::Payd, b"z").await.ok() }).await.unwrap();
+    c.close();
+    n.node.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_round_trip_over_tcp_with_curve() {
+    let node = ProcessNode::start(&["w1", "w2"]).unwrap();
+    assert!(matches!(node.endpoint, Endpoint::Tcp { port, .. } if port != 0));
+    let c = node.client().await.unwrap();
+    let listed = wait_services(&c, &all_ids(&["w1", "w2"])).await.unwrap();
+    for id in all_ids(&["w1", "w2"]) {
+        assert_eq!(echo(&c, &id, id.to_string().as_bytes()).await.unwrap(), id.to_string().as_bytes());
+    }
+    let pids: std::collections::BTreeSet<u32> =
+        listed.iter().filter(|s| !matches!(s.id, ServiceId::Client(_))).map(|s| s.info.pid).collect();
+    assert_eq!(pids.len(), 5, "one process per service");
+    c.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_processes_rejoin_and_broker_restart_is_survived() {
+    let mut node = ProcessNode::start(&["w1"]).unwrap();
+    let c = node.client().await.unwrap();
+    wait_services(&c, &all_ids(&["w1"])).await.unwrap();
+    let w1 = ServiceId::Jobd("w1".into());
+
+    node.kill("jobd/w1").unwrap();
+    poll_until(PATIENCE, "jobd/w1 unreachable", || async { echo(&c, &w1, b"x").await.is_err().then_some(()) })
+        .await
+        .unwrap();
+    node.start_worker("w1").unwrap();
+    poll_until(PATIENCE, "jobd/w1 back", || async { echo(&c, &w1, b"x").await.ok() }).await.unwrap();
+
+    // Kill the broker host; everyone reconnects and registers again with the new broker.
+    let epoch = c.broker_epoch();
+    node.kill("lcpd").unwrap();
+    node.start_daemon("lcpd").unwrap();
+    poll_until(PATIENCE, "a new broker epoch", || async { (c.broker_epoch() != epoch).then_some(()) })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", node.log("lcpd")))
+        .unwrap();
+    wait_services(&c, &all_ids(&["w1"])).await.unwrap();
+    assert_eq!(echo(&c, &ServiceId::Payd, b"after").await.unwrap(), b"after");
+    c.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_daemon_cleanly() {
+    let mut node = ProcessNode::start(&["w1"]).unwrap();
+    let c = node.client().await.unwrap();
+    wait_services(&c, &all_ids(&["w1"])).await.unwrap();
+    c.close();
+    for name in ["jobd/w1", "peerd", "payd", "lcpd"] {
+        let st = node.terminate(name, Duration::from_secs(5)).unwrap();
+        assert!(st.success(), "{name} exited with {st}: {}", node.log(name));
+        assert!(node.log(name).contains("SIGTERM"), "{name} did not log the signal");
+    }
+}
+
+/// A raw DEALER that sends a Hello to the broker and reports whether anything came back.
+fn raw_client_gets_answer(ep: &Endpoint, name: &str, keys: Option<([u8; 32], [u8; 32], [u8; 32])>) -> bool {
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::DEALER).unwrap();
+    s.set_identity(format!("client/{name}").as_bytes()).unwrap();
+    s.set_linger(0).unwrap();
+    if let Some((server, public, secret)) = keys {
+        s.set_curve_serverkey(&server).unwrap();
+        s.set_curve_publickey(&public).unwrap();
+        s.set_curve_secretkey(&secret).unwrap();
+    }
+    s.connect(&ep.to_string()).unwrap();
+    let hello =
+        lcp::bus::Envelope { corr: lcp::bus::Corr::Request(1), body: Body::Ctl(Ctl::Hello(Default::default())) }
+            .encode()
+            .unwrap();
+    // DONTWAIT: an unauthenticated pipe never becomes writable; that also counts as refused.
+    let _ = s.send_multipart([b"broker".to_vec(), hello], zmq::DONTWAIT);
+    let mut items = [s.as_poll_item(zmq::POLLIN)];
+    zmq::poll(&mut items, 1500).unwrap();
+    items[0].is_readable()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_refuses_clients_without_the_curve_key() {
+    let node = ProcessNode::start(&[]).unwrap();
+    let keys = lcp::bus::keys::load_client(&node.dir.path().join("bus/client.key")).unwrap();
+    let stranger = zmq::CurveKeyPair::new().unwrap();
+    assert!(!raw_client_gets_answer(&node.endpoint, "plain", None), "plain client got an answer");
+    assert!(
+        !raw_client_gets_answer(
+            &node.endpoint,
+            "stranger",
+            Some((keys.server_public, stranger.public_key, stranger.secret_key))
+        ),
+        "client with an unknown key got an answer"
+    );
+    // The control: the right key gets an answer, so the refusals above are the keys' doing.
+    assert!(raw_client_gets_answer(&node.endpoint, "keyholder", Some((keys.server_public, keys.public, keys.secret))));
+    let c = node.client().await.unwrap();
+    let listed = testkit::services(&c).await.unwrap();
+    let has = |n: &str| listed.iter().any(|s| s.id == ServiceId::Client(n.into()));
+    assert!(has("keyholder") && !has("plain") && !has("stranger"), "{listed:?}");
+    assert!(node.log("lcpd").contains("unknown CURVE client key"));
+    c.close();
+}
+
+#[test]
+fn bad_endpoints_are_rejected_with_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    for bin in ["lcpd", "peerd", "payd", "jobd", "lcpnode", "lcp-cli"] {
+        for (ep, want) in [
+            ("udp://1.2.3.4:5", "unknown scheme"),
+            ("tcp://host", "expected tcp://HOST:PORT"),
+            ("inproc://", "inproc name"),
+        ] {
+            let mut cmd = Command::new(testkit::bin_path(bin));
+            cmd.arg("--datadir").arg(d.path()).arg("--bus").arg(ep);
+            if bin == "lcp-cli" {
+                cmd.arg("status");
+            }
+            let out = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{bin} {ep}: {err}");
+            assert!(err.contains(want) && err.lines().count() == 1, "{bin} {ep}: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lcp_cli_status_and_env_precedence() {
+    let mut node = ProcessNode::start(&[]).unwrap();
+    // Env sets the worker name; the flag beats the env.
+    let ep = node.endpoint.to_string();
+    let log = node.dir.path().join("logs/jobd-env.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new(testkit::bin_path("jobd"))
+        .args(["--datadir", node.dir.path().to_str().unwrap(), "--bus", &ep])
+        .env("LCP_WORKER_NAME", "from-env")
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    node.daemons.insert("jobd/from-env".into(), testkit::Daemon { child, log });
+    node.spawn("jobd/from-flag", "jobd", &["--bus", &ep, "--worker-name", "from-flag"]).unwrap();
+    let c = node.client().await.unwrap();
+    wait_services(&c, &[ServiceId::Jobd("from-env".into()), ServiceId::Jobd("from-flag".into()), ServiceId::Peerd])
+        .await
+        .unwrap();
+    c.close();
+
+    let dir = node.dir.path().to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(testkit::bin_path("lcp-cli")).args(["--datadir", &dir, "status", "--json"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v["services"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for want in ["lcpd", "peerd", "payd", "jobd/from-env", "jobd/from-flag"] {
+        assert!(ids.contains(&want), "{want} missing from {ids:?}");
+    }
+    assert_eq!(v["node_id"].as_str().unwrap().len(), 66);
+
+    let help = Command::new(testkit::bin_path("lcp-cli")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for section in ["NAME:", "USAGE:", "COMMANDS:", "status"] {
+        assert!(help.contains(section), "{help}");
+    }
+    // Nothing runs at this datadir: one clear line, exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(empty.path().join("bus")).unwrap();
+    let out = Command::new(testkit::bin_path("lcp-cli"))
+        .args(["--datadir", empty.path().to_str().unwrap(), "--timeout", "1", "status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.starts_with("lcp-cli: error: ") && err.trim_end().lines().count() == 1, "{err}");
+}
