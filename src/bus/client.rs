@@ -4,11 +4,11 @@
 use super::api::{Body, Ctl, ServiceInfo};
 use super::broker::HEARTBEAT_INTERVAL;
 use super::envelope::{Corr, Envelope};
-use super::transport::{Inbound, Transport};
+use super::transport::{Handler, Transport};
 use super::{BusError, ClientKeys, Endpoint, ErrorCode, RemoteError, ServiceId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,8 @@ pub struct Bus {
 
 struct Inner {
     id: ServiceId,
-    transport: Arc<dyn Transport>,
+    transport: OnceLock<Arc<dyn Transport>>,
+    to_service: mpsc::Sender<Incoming>,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Body>>>,
     incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
@@ -49,12 +50,16 @@ struct Inner {
 impl Bus {
     /// Connects over ZeroMQ. Must be called inside a tokio runtime.
     pub fn connect_zmq(endpoint: &Endpoint, id: ServiceId, keys: Option<&ClientKeys>) -> Result<Bus, BusError> {
-        let (t, rx) = super::ZmqTransport::connect(endpoint, &id, keys)?;
-        Ok(Self::over(t, rx, id))
+        let id2 = id.clone();
+        Self::over(id, |h| super::ZmqTransport::connect(endpoint, &id2, keys, h))
     }
 
-    /// Runs the bus client over any transport. Must be called inside a tokio runtime.
-    pub fn over(transport: Arc<dyn Transport>, inbound: mpsc::Receiver<Inbound>, id: ServiceId) -> Bus {
+    /// Runs the bus client over the transport `make` builds around the given inbound handler.
+    /// Must be called inside a tokio runtime.
+    pub fn over(
+        id: ServiceId,
+        make: impl FnOnce(Handler) -> Result<Arc<dyn Transport>, BusError>,
+    ) -> Result<Bus, BusError> {
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
         let info = ServiceInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -67,7 +72,8 @@ impl Bus {
         };
         let inner = Arc::new(Inner {
             id,
-            transport,
+            transport: OnceLock::new(),
+            to_service: in_tx,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             incoming: Mutex::new(Some(in_rx)),
@@ -75,10 +81,24 @@ impl Bus {
             epoch: watch::channel(0).0,
             stop: CancellationToken::new(),
         });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let handler: Handler = Arc::new(move |from, frame| {
+            if let Some(inner) = weak.upgrade() {
+                on_frame(&Bus { inner }, from, frame);
+            }
+        });
+        let transport = make(handler)?;
+        let _ = inner.transport.set(transport);
         let bus = Bus { inner };
-        tokio::spawn(dispatch(bus.clone(), inbound, in_tx));
         tokio::spawn(heartbeat(bus.clone()));
-        bus
+        Ok(bus)
+    }
+
+    fn send(&self, to: &ServiceId, frame: Vec<u8>) -> Result<(), BusError> {
+        match self.inner.transport.get() {
+            Some(t) => t.send(to, frame),
+            None => Err(BusError::Closed),
+        }
     }
 
     /// This participant's id.
@@ -133,7 +153,7 @@ impl Bus {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
         let frame = Envelope { corr: Corr::Request(id), body }.encode();
-        let sent = frame.and_then(|f| self.inner.transport.send(to, f));
+        let sent = frame.and_then(|f| self.send(to, f));
         if let Err(e) = sent {
             self.forget(id);
             return Err(e);
@@ -160,13 +180,13 @@ impl Bus {
     /// Sends a one-way message.
     pub fn send_event(&self, to: &ServiceId, body: Body) -> Result<(), BusError> {
         let f = Envelope { corr: Corr::Event, body }.encode()?;
-        self.inner.transport.send(to, f)
+        self.send(to, f)
     }
 
     /// Answers request `id` from `to`.
     pub fn reply(&self, to: &ServiceId, id: u64, body: Body) -> Result<(), BusError> {
         let f = Envelope { corr: Corr::Reply(id), body }.encode()?;
-        self.inner.transport.send(to, f)
+        self.send(to, f)
     }
 
     /// Answers a request with an error.
@@ -180,10 +200,12 @@ impl Bus {
             return;
         }
         if let Ok(f) = (Envelope { corr: Corr::Event, body: Body::Ctl(Ctl::Goodbye) }).encode() {
-            let _ = self.inner.transport.send(&ServiceId::Broker, f);
+            let _ = self.send(&ServiceId::Broker, f);
         }
         self.inner.stop.cancel();
-        self.inner.transport.close();
+        if let Some(t) = self.inner.transport.get() {
+            t.close();
+        }
         self.inner.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
@@ -223,55 +245,65 @@ async fn heartbeat(bus: Bus) {
     }
 }
 
-async fn dispatch(bus: Bus, mut inbound: mpsc::Receiver<Inbound>, to_service: mpsc::Sender<Incoming>) {
+/// Handles one received frame, on the transport's thread: replies wake their waiters, `GetInfo`
+/// and `Echo` are answered here, everything else goes to the service's queue.
+fn on_frame(bus: &Bus, from: ServiceId, frame: Vec<u8>) {
     let inner = &bus.inner;
-    loop {
-        let (from, frame) = tokio::select! {
-            m = inbound.recv() => match m { Some(m) => m, None => break },
-            _ = inner.stop.cancelled() => break,
-        };
-        let env = match Envelope::decode(&frame) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(target: "bus", %from, "undecodable bus frame: {e}");
-                if let Some(r) = super::broker::error_reply(&frame, ErrorCode::InvalidArgument, &e.to_string()) {
-                    let _ = inner.transport.send(&from, r);
-                }
-                continue;
+    let env = match Envelope::decode(&frame) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(target: "bus", %from, "undecodable bus frame: {e}");
+            if let Some(r) = super::broker::error_reply(&frame, ErrorCode::InvalidArgument, &e.to_string()) {
+                let _ = bus.send(&from, r);
             }
-        };
-        match env.corr {
-            Corr::Reply(id) => {
-                let waiter = inner.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-                match waiter {
-                    Some(w) => {
-                        let _ = w.send(env.body);
-                    }
-                    None => tracing::debug!(target: "bus", %from, id, "late or unknown reply dropped"),
+            return;
+        }
+    };
+    match env.corr {
+        Corr::Reply(id) => {
+            let waiter = inner.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            match waiter {
+                Some(w) => {
+                    let _ = w.send(env.body);
+                }
+                None => tracing::debug!(target: "bus", %from, id, "late or unknown reply dropped"),
+            }
+        }
+        Corr::Request(id) => match env.body {
+            Body::Ctl(Ctl::GetInfo) => {
+                let _ = bus.reply(&from, id, Body::Ctl(Ctl::Info(bus.info())));
+            }
+            Body::Ctl(Ctl::Echo(b)) => {
+                let _ = bus.reply(&from, id, Body::Ctl(Ctl::Echo(b)));
+            }
+            body => {
+                if let Err(why) = to_service(inner, Incoming { from: from.clone(), corr: env.corr, body }) {
+                    let code = if why == "full" { ErrorCode::ResourceExhausted } else { ErrorCode::Unimplemented };
+                    let e = RemoteError::new(code, format!("{}: request queue {why}", inner.id));
+                    let _ = bus.reply_err(&from, id, e);
                 }
             }
-            Corr::Request(id) => match env.body {
-                Body::Ctl(Ctl::GetInfo) => {
-                    let _ = bus.reply(&from, id, Body::Ctl(Ctl::Info(bus.info())));
-                }
-                Body::Ctl(Ctl::Echo(b)) => {
-                    let _ = bus.reply(&from, id, Body::Ctl(Ctl::Echo(b)));
-                }
-                body => {
-                    let msg = Incoming { from: from.clone(), corr: env.corr, body };
-                    if to_service.send(msg).await.is_err() {
-                        let e = RemoteError::new(ErrorCode::Unimplemented, format!("{} takes no requests", inner.id));
-                        let _ = bus.reply_err(&from, id, e);
-                    }
-                }
-            },
-            Corr::Event => {
-                if to_service.send(Incoming { from, corr: env.corr, body: env.body }).await.is_err() {
-                    tracing::debug!(target: "bus", "event dropped: {} takes no events", inner.id);
-                }
+        },
+        Corr::Event => {
+            if let Err(why) = to_service(inner, Incoming { from, corr: env.corr, body: env.body }) {
+                tracing::warn!(target: "bus", "event dropped: {} queue {why}", inner.id);
             }
         }
     }
-    // Wake every waiter: the bus is gone.
-    inner.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+}
+
+/// Queues a message for the service. On the transport's own thread (outside any runtime) a full
+/// queue blocks, which pushes back on the sender through ZeroMQ's high-water marks; inside a
+/// runtime (the in-memory transport) a full queue is an error.
+fn to_service(inner: &Inner, msg: Incoming) -> Result<(), &'static str> {
+    match inner.to_service.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err("closed: the service takes no messages"),
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                return Err("full");
+            }
+            inner.to_service.blocking_send(msg).map_err(|_| "closed: the service takes no messages")
+        }
+    }
 }

@@ -2,19 +2,18 @@
 //! without ZeroMQ.
 
 use super::broker::{self, BrokerCore};
-use super::transport::{Inbound, Transport, INBOUND_QUEUE};
+use super::transport::{Handler, Transport};
 use super::{BusError, ServiceId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// The in-memory broker.
 #[derive(Default)]
 pub struct MemHub {
     core: Mutex<BrokerCore>,
-    clients: Mutex<HashMap<ServiceId, mpsc::Sender<Inbound>>>,
+    clients: Mutex<HashMap<ServiceId, Handler>>,
 }
 
 impl MemHub {
@@ -25,10 +24,9 @@ impl MemHub {
 
     /// Joins `id` to the hub (replacing an earlier connection with the same id, like ZeroMQ's
     /// router handover).
-    pub fn connect(self: &Arc<Self>, id: ServiceId) -> (Arc<dyn Transport>, mpsc::Receiver<Inbound>) {
-        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), tx);
-        (Arc::new(MemTransport { hub: self.clone(), id, closed: AtomicBool::new(false) }), rx)
+    pub fn connect(self: &Arc<Self>, id: ServiceId, handler: Handler) -> Arc<dyn Transport> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), handler);
+        Arc::new(MemTransport { hub: self.clone(), id, closed: AtomicBool::new(false) })
     }
 
     /// Removes a participant, as if its process died.
@@ -37,13 +35,13 @@ impl MemHub {
     }
 
     fn deliver(&self, from: &ServiceId, to: &ServiceId, frame: Vec<u8>) -> Result<(), (Vec<u8>, &'static str)> {
-        let tx = self.clients.lock().unwrap_or_else(PoisonError::into_inner).get(to).cloned();
-        match tx {
+        let handler = self.clients.lock().unwrap_or_else(PoisonError::into_inner).get(to).cloned();
+        match handler {
             None => Err((frame, "not connected")),
-            Some(tx) => tx.try_send((from.clone(), frame)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full((_, f)) => (f, "its queue is full"),
-                mpsc::error::TrySendError::Closed((_, f)) => (f, "not connected"),
-            }),
+            Some(h) => {
+                h(from.clone(), frame);
+                Ok(())
+            }
         }
     }
 }
@@ -90,8 +88,7 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     fn join(hub: &Arc<MemHub>, id: ServiceId) -> Bus {
-        let (t, rx) = hub.connect(id.clone());
-        Bus::over(t, rx, id)
+        Bus::over(id.clone(), |h| Ok(hub.connect(id, h))).unwrap()
     }
 
     #[tokio::test]

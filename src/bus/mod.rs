@@ -25,5 +25,5 @@ pub use envelope::{Corr, Envelope, BUS_VERSION};
 pub use error::{BusError, ErrorCode, RemoteError, ToErrorCode};
 pub use keys::{ClientKeys, ServerKeys};
 pub use service_id::{ServiceId, ServiceIdError};
-pub use transport::{Inbound, Transport};
+pub use transport::{Handler, Transport};
 pub use zmq_transport::{global_context, BrokerConfig, ZmqBroker, ZmqTransport};

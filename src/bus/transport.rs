@@ -2,15 +2,15 @@
 //! ZeroMQ (see [`super::mem`]) and ZeroMQ stays in one file (see [`super::zmq_transport`]).
 
 use super::{BusError, ServiceId};
+use std::sync::Arc;
 
-/// A frame received from the bus: who sent it (as routed by the broker) and the bytes.
-pub type Inbound = (ServiceId, Vec<u8>);
+/// Called by a transport for every frame it receives: who sent it (as routed by the broker) and
+/// the bytes. It runs on the transport's own thread (or the sender's, in memory), so it must be
+/// quick: it may block only to apply back-pressure, never on the bus itself.
+pub type Handler = Arc<dyn Fn(ServiceId, Vec<u8>) + Send + Sync>;
 
-/// Capacity of the inbound queue between a transport and its bus client.
-pub const INBOUND_QUEUE: usize = 4096;
-
-/// Sends frames to other participants through the broker. Received frames arrive on the
-/// `tokio::sync::mpsc::Receiver<Inbound>` returned together with the transport.
+/// Sends frames to other participants through the broker; received frames go to the
+/// [`Handler`] given when the transport was made.
 ///
 /// Contract: frames from one sender to one receiver arrive in order and at most once; a frame
 /// that cannot be routed is answered (if it was a request) with an error reply from the broker;

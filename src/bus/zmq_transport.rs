@@ -10,14 +10,13 @@
 
 use super::broker::{self, BrokerCore};
 use super::keys::{ClientKeys, ServerKeys};
-use super::transport::{Inbound, Transport, INBOUND_QUEUE};
+use super::transport::{Handler, Transport};
 use super::{BusError, Endpoint, ServiceId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// How long an idle I/O thread waits before re-checking its stop flag.
 const POLL_MS: i64 = 200;
@@ -51,12 +50,13 @@ pub struct ZmqTransport {
 impl ZmqTransport {
     /// Connects `id` to the broker at `endpoint`. Remote endpoints need the client keys.
     /// Returns at once: ZeroMQ connects (and reconnects) in the background; readiness is the
-    /// bus client's Hello/Welcome handshake.
+    /// bus client's Hello/Welcome handshake. Received frames go to `handler`, on the I/O thread.
     pub fn connect(
         endpoint: &Endpoint,
         id: &ServiceId,
         keys: Option<&ClientKeys>,
-    ) -> Result<(Arc<dyn Transport>, mpsc::Receiver<Inbound>), BusError> {
+        handler: Handler,
+    ) -> Result<Arc<dyn Transport>, BusError> {
         let ctx = global_context();
         let dealer = ctx.socket(zmq::DEALER)?;
         dealer.set_identity(&id.to_identity())?;
@@ -82,20 +82,19 @@ impl ZmqTransport {
         push.set_sndhwm(HWM)?;
         push.set_linger(0)?;
         push.connect(&pipe)?;
-        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let name = format!("bus-{}", id.kind());
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || client_loop(dealer, pull, tx, stop2))
+            .spawn(move || client_loop(dealer, pull, handler, stop2))
             .map_err(|e| BusError::Decode(format!("cannot start the bus thread: {e}")))?;
         let t = ZmqTransport { push: Mutex::new(push), stop, thread: Mutex::new(Some(thread)) };
-        Ok((Arc::new(t), rx))
+        Ok(Arc::new(t))
     }
 }
 
-fn client_loop(dealer: zmq::Socket, pull: zmq::Socket, tx: mpsc::Sender<Inbound>, stop: Arc<AtomicBool>) {
+fn client_loop(dealer: zmq::Socket, pull: zmq::Socket, handler: Handler, stop: Arc<AtomicBool>) {
     loop {
         let (from_dealer, from_pull) = {
             let mut items = [dealer.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
@@ -132,9 +131,7 @@ fn client_loop(dealer: zmq::Socket, pull: zmq::Socket, tx: mpsc::Sender<Inbound>
                         continue;
                     }
                 };
-                if tx.blocking_send((from, frame)).is_err() {
-                    return; // the bus client is gone
-                }
+                handler(from, frame);
             }
         }
     }
