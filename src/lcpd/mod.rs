@@ -2,9 +2,11 @@
 //!
 //! Shape shared by every service: [`opts`] (flags, env, file), [`runtime`] (`run`), [`error`].
 
+pub mod dispatch;
 pub mod error;
 pub mod opts;
 pub mod runtime;
+pub mod workers;
 
 pub use error::LcpdError;
 pub use opts::{LcpdArgs, LcpdConfig, LcpdFile};

@@ -1,6 +1,6 @@
 //! lcpd's options: flags (`LCP_*` env), the `[lcpd]` file section, and the resolved config.
 
-use crate::config::{ConfigError, NodeArgs, NodeConfig};
+use crate::config::{pick, ConfigError, NodeArgs, NodeConfig};
 use serde::{Deserialize, Serialize};
 
 /// `lcpd` command line.
@@ -15,25 +15,41 @@ pub struct Opts {
     pub lcpd: LcpdArgs,
 }
 
+/// Default limit of jobs running or queued on this node's workers.
+pub const DEFAULT_MAX_INFLIGHT_JOBS: u16 = 32;
+
 /// lcpd's own flags.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct LcpdArgs {}
+pub struct LcpdArgs {
+    /// Jobs running or waiting for a worker at most; more are refused [default: 32]
+    #[arg(long, env = "LCP_MAX_INFLIGHT_JOBS", value_name = "N")]
+    pub max_inflight_jobs: Option<u16>,
+}
 
 /// `[lcpd]` section of the config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LcpdFile {}
+pub struct LcpdFile {
+    /// See [`LcpdArgs::max_inflight_jobs`].
+    pub max_inflight_jobs: Option<u16>,
+}
 
 /// Resolved lcpd settings.
 #[derive(Debug, Clone)]
 pub struct LcpdConfig {
     /// Shared settings.
     pub node: NodeConfig,
+    /// Jobs running or queued at most (advertised as the manifest's `max_inflight_jobs`).
+    pub max_inflight_jobs: u16,
 }
 
 impl LcpdConfig {
     /// Flags/env over file over defaults.
-    pub fn resolve(node: &NodeConfig, _args: &LcpdArgs, _file: &LcpdFile) -> Result<Self, ConfigError> {
-        Ok(Self { node: node.clone() })
+    pub fn resolve(node: &NodeConfig, args: &LcpdArgs, file: &LcpdFile) -> Result<Self, ConfigError> {
+        let max_inflight_jobs = pick(args.max_inflight_jobs, file.max_inflight_jobs, DEFAULT_MAX_INFLIGHT_JOBS);
+        if max_inflight_jobs == 0 {
+            return Err(ConfigError::Invalid { what: "max-inflight-jobs", msg: "must be at least 1".into() });
+        }
+        Ok(Self { node: node.clone(), max_inflight_jobs })
     }
 }

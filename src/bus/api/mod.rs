@@ -4,7 +4,11 @@
 //! bumps [`super::envelope::BUS_VERSION`].
 
 mod ctl;
+pub mod jobd;
+pub mod lcpd;
 pub use ctl::{Ctl, ServiceInfo, ServiceStatus};
+pub use jobd::JobdApi;
+pub use lcpd::LcpdApi;
 
 use super::RemoteError;
 use serde::{Deserialize, Serialize};
@@ -29,14 +33,6 @@ pub enum Body {
 /// peerd's bus API (peer connections and message routing); filled in with peerd's features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerdApi {}
-
-/// lcpd's bus API (LCP peers, quotes, jobs); filled in with lcpd's features.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum LcpdApi {}
-
-/// jobd's bus API (worker announcements, pricing, execution); filled in with jobd's features.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum JobdApi {}
 
 /// payd's bus API (invoices, payments, channels); filled in with payd's features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,211 @@
+//! The dispatcher: lcpd's side of the jobd workers. It owns the [`WorkerPool`], turns
+//! announcements into pool updates, sends `Execute` to the chosen worker, forwards the worker's
+//! output to the job's owner in order, and re-dispatches or fails the jobs of a worker that dies.
+//!
+//! Each dispatch gets a fresh run id (the `job_id` the worker sees), so output that arrives late
+//! from a worker the job was taken away from is recognised and dropped.
+
+use super::workers::{JobKey, Need, Orphan, Placement, PoolError, WorkerPool};
+use crate::bus::api::jobd::{JobSpec, OutputItem, WorkerAnnounce};
+use crate::bus::api::lcpd::WorkerRow;
+use crate::bus::api::{Body, JobdApi, LcpdApi};
+use crate::bus::{Bus, BusError, ErrorCode, RemoteError, ServiceId};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long lcpd waits for a worker to accept a job.
+pub const EXECUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// LCP error code reported when a job's worker died after its output started (rate_limited:
+/// the reference's class for an unavailable upstream).
+pub const WORKER_LOST_CODE: u16 = 7;
+
+/// Who gets a job's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A bus client that asked for a test job; output goes to it as `LcpdApi::JobOutput`.
+    Client { id: ServiceId, job_id: [u8; 32] },
+}
+
+struct Active {
+    owner: Owner,
+    spec: JobSpec,
+    run_id: Option<[u8; 32]>,
+    worker: Option<ServiceId>,
+}
+
+/// The outcome of an `Execute` request, fed back into the dispatcher's loop.
+#[derive(Debug)]
+pub struct Executed {
+    key: JobKey,
+    run_id: [u8; 32],
+    worker: ServiceId,
+    result: Result<(), BusError>,
+}
+
+/// The dispatcher state; methods are called from lcpd's loop.
+pub struct Dispatcher {
+    bus: Bus,
+    pool: WorkerPool,
+    active: HashMap<JobKey, Active>,
+    runs: HashMap<[u8; 32], JobKey>,
+    executed: mpsc::Sender<Executed>,
+}
+
+impl Dispatcher {
+    /// A dispatcher holding at most `max_inflight` jobs; `executed` feeds `Execute` outcomes back.
+    pub fn new(bus: Bus, max_inflight: usize, executed: mpsc::Sender<Executed>) -> Self {
+        Self { bus, pool: WorkerPool::new(max_inflight), active: HashMap::new(), runs: HashMap::new(), executed }
+    }
+
+    /// The pool, for the manifest's offers.
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
+
+    /// Rows for `lcp-cli worker list`.
+    pub fn worker_rows(&self) -> Vec<WorkerRow> {
+        self.pool.rows()
+    }
+
+    /// A worker announced itself.
+    pub fn on_announce(&mut self, from: ServiceId, a: WorkerAnnounce) {
+        let (orphans, start) = self.pool.announce(from, a, Instant::now());
+        self.handle_orphans(orphans);
+        for (key, w) in start {
+            self.start(key, w);
+        }
+    }
+
+    /// Submits a job; returns whether it is queued.
+    pub fn submit(
+        &mut self,
+        key: JobKey,
+        owner: Owner,
+        spec: JobSpec,
+        prefer: Option<&ServiceId>,
+    ) -> Result<bool, PoolError> {
+        let need = Need { task_kind: spec.task_kind.clone(), model: spec.model.clone() };
+        let placement = self.pool.submit(key.clone(), need, prefer)?;
+        self.active.insert(key.clone(), Active { owner, spec, run_id: None, worker: None });
+        match placement {
+            Placement::Run(w) => {
+                self.start(key, w);
+                Ok(false)
+            }
+            Placement::Queued => Ok(true),
+        }
+    }
+
+    fn start(&mut self, key: JobKey, worker: ServiceId) {
+        let Some(a) = self.active.get_mut(&key) else { return };
+        if let Some(old) = a.run_id.take() {
+            self.runs.remove(&old);
+        }
+        let run_id: [u8; 32] = rand::random();
+        a.run_id = Some(run_id);
+        a.worker = Some(worker.clone());
+        self.runs.insert(run_id, key.clone());
+        let spec = JobSpec { job_id: run_id, ..a.spec.clone() };
+        let (bus, tx) = (self.bus.clone(), self.executed.clone());
+        tracing::debug!(target: "lcpd", worker = %worker, run = %hex::encode(&run_id[..8]), "dispatching job");
+        tokio::spawn(async move {
+            let result = match bus.request(&worker, Body::Jobd(JobdApi::Execute(spec)), EXECUTE_TIMEOUT).await {
+                Ok(Body::Jobd(JobdApi::Started)) => Ok(()),
+                Ok(other) => Err(BusError::UnexpectedReply(format!("{other:?}"))),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(Executed { key, run_id, worker, result }).await;
+        });
+    }
+
+    /// The outcome of an `Execute` request.
+    pub fn on_executed(&mut self, ex: Executed) {
+        let current = self.active.get(&ex.key).and_then(|a| a.run_id) == Some(ex.run_id);
+        match ex.result {
+            Ok(()) => {}
+            Err(_) if !current => {}
+            Err(BusError::Remote(RemoteError { code: ErrorCode::Unavailable, .. })) | Err(BusError::Timeout { .. }) => {
+                tracing::warn!(target: "lcpd", worker = %ex.worker, "worker unreachable; re-dispatching its jobs");
+                let orphans = self.pool.worker_gone(&ex.worker);
+                self.handle_orphans(orphans);
+            }
+            Err(e) => self.fail(&ex.key, WORKER_LOST_CODE, &format!("worker {} refused the job: {e}", ex.worker)),
+        }
+    }
+
+    /// Output from a worker.
+    pub fn on_output(&mut self, from: &ServiceId, run_id: [u8; 32], item: OutputItem) {
+        let Some(key) = self.runs.get(&run_id).cloned() else {
+            tracing::debug!(target: "lcpd", worker = %from, "output for an unknown or superseded run dropped");
+            return;
+        };
+        let Some(a) = self.active.get(&key) else { return };
+        if a.worker.as_ref() != Some(from) {
+            tracing::warn!(target: "lcpd", worker = %from, "output from a worker that does not run this job dropped");
+            return;
+        }
+        let owner = a.owner.clone();
+        let terminal = matches!(item, OutputItem::End { .. } | OutputItem::Failed { .. });
+        if matches!(item, OutputItem::Chunk(_)) {
+            self.pool.started_streaming(&key);
+        }
+        self.deliver(&owner, item);
+        if terminal {
+            self.finish(&key);
+        }
+    }
+
+    /// Periodic: expire silent workers.
+    pub fn tick(&mut self) {
+        let orphans = self.pool.expire(Instant::now());
+        self.handle_orphans(orphans);
+    }
+
+    fn handle_orphans(&mut self, orphans: Vec<Orphan>) {
+        for o in orphans {
+            match o {
+                Orphan::Rerun(key, w) => self.start(key, w),
+                Orphan::Requeued(key) => {
+                    if let Some(old) = self.active.get_mut(&key).and_then(|a| a.run_id.take()) {
+                        self.runs.remove(&old);
+                    }
+                }
+                Orphan::Fail(key) => {
+                    self.fail(&key, WORKER_LOST_CODE, "the worker running this job went away after its output started")
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, key: &JobKey, code: u16, message: &str) {
+        if let Some(a) = self.active.get(key) {
+            let owner = a.owner.clone();
+            self.deliver(&owner, OutputItem::Failed { lcp_code: code, message: message.to_string() });
+        }
+        self.finish(key);
+    }
+
+    fn finish(&mut self, key: &JobKey) {
+        if let Some(a) = self.active.remove(key) {
+            if let Some(r) = a.run_id {
+                self.runs.remove(&r);
+            }
+        }
+        let next = self.pool.finished(key);
+        for (k, w) in next {
+            self.start(k, w);
+        }
+    }
+
+    fn deliver(&self, owner: &Owner, item: OutputItem) {
+        match owner {
+            Owner::Client { id, job_id } => {
+                let body = Body::Lcpd(LcpdApi::JobOutput { job_id: *job_id, item });
+                if let Err(e) = self.bus.send_event(id, body) {
+                    tracing::warn!(target: "lcpd", client = %id, "output not delivered: {e}");
+                }
+            }
+        }
+    }
+}
