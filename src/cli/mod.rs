@@ -1,6 +1,7 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
 pub mod status;
+pub mod worker;
 
 use crate::bus::{Bus, BusError, Endpoint, ServiceId};
 use crate::config::{NodeArgs, NodeConfig};
@@ -56,6 +57,9 @@ pub struct Cli {
 pub enum Command {
     /// Show which services are up, their versions and the node id
     Status,
+    /// The node's jobd workers
+    #[command(subcommand)]
+    Worker(worker::WorkerCmd),
 }
 
 /// CLI errors: printed as one line, exit code 1.
@@ -80,14 +84,13 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let (cfg, file) = cli.node.resolve()?;
     let explicit_bus = cli.node.bus.is_some() || file.node.bus.is_some();
     let timeout = Duration::from_secs(cli.timeout.max(1));
-    match cli.cmd {
-        Command::Status => {
-            let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
-            let out = status::run(&bus, &cfg, &ep, cli.json, timeout).await;
-            bus.close();
-            out
-        }
-    }
+    let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
+    let out = match cli.cmd {
+        Command::Status => status::run(&bus, &cfg, &ep, cli.json, timeout).await,
+        Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
+    };
+    bus.close();
+    out
 }
 
 /// Connects to the node's bus as a client and completes the readiness handshake.
