@@ -747,6 +747,11 @@ impl LcpResult {
             ResultOutcome::Ok(ok) => {
                 not_empty(&ok.result_content_type, "result_content_type")?;
                 not_empty(&ok.result_content_encoding, "result_content_encoding")?;
+                // An ok result may carry TLV 81 as an extra record (accepted from Go peers);
+                // it must still be text, as the decoder checks.
+                if let Some(m) = self.extra.iter().find(|x| x.tlv_type == TLV_MESSAGE) {
+                    read_utf8(&m.value, "message", false)?;
+                }
                 None
             }
             ResultOutcome::Failed { message } | ResultOutcome::Cancelled { message } => {
