@@ -385,3 +385,237 @@ impl Reassembler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::lcp::messages::Envelope;
+
+    const SID: [u8; 32] = [7; 32];
+
+    fn begin(total_len: Option<u64>, sha256: Option<[u8; 32]>, encoding: &str) -> StreamBegin {
+        StreamBegin {
+            envelope: Envelope {
+                protocol_version: 2,
+                job_id: [1; 32],
+                msg_id: [2; 32],
+                expiry: 1234,
+            },
+            stream_id: SID,
+            stream_kind: crate::wire::lcp::messages::StreamKind::Input,
+            total_len,
+            sha256,
+            content_type: "application/json; charset=utf-8".into(),
+            content_encoding: encoding.into(),
+            extra: vec![],
+        }
+    }
+
+    fn end(total_len: u64, sha256: [u8; 32]) -> StreamEnd {
+        StreamEnd {
+            envelope: begin(None, None, "identity").envelope,
+            stream_id: SID,
+            total_len,
+            sha256,
+            extra: vec![],
+        }
+    }
+
+    fn chunks(data: &[u8], max_payload: u32) -> Vec<StreamChunk> {
+        let mut s = ChunkSplitter::new(2, [1; 32], 1234, SID, max_payload).unwrap();
+        s.split(data).collect::<Result<_, _>>().unwrap()
+    }
+
+    fn sha(d: &[u8]) -> [u8; 32] {
+        Sha256::digest(d).into()
+    }
+
+    #[test]
+    fn go_halving_rule_with_default_payload() {
+        // With max_payload_bytes 16384 the first chunks carry 8192 data bytes.
+        let data = vec![0x5a; 20_000];
+        let c = chunks(&data, 16_384);
+        let sizes: Vec<usize> = c.iter().map(|c| c.data.len()).collect();
+        // 20000 -> 16384 does not fit -> 8192; the 11808 left fit whole.
+        assert_eq!(sizes, vec![8192, 11_808]);
+        assert_eq!(chunk_data_len(1234, 0, 20_000, 16_384), Some(8192));
+        let big = vec![0u8; 40_000];
+        let sizes: Vec<usize> = chunks(&big, 16_384).iter().map(|c| c.data.len()).collect();
+        assert_eq!(sizes, vec![8192, 8192, 8192, 15_424]);
+        for (i, c) in c.iter().enumerate() {
+            assert_eq!(c.seq as usize, i);
+            assert!(c.encode().unwrap().len() <= 16_384);
+        }
+    }
+
+    #[test]
+    fn splitter_needs_room_for_one_byte() {
+        assert_eq!(
+            ChunkSplitter::new(2, [1; 32], 1234, SID, 100).unwrap_err(),
+            StreamError::PayloadTooSmall {
+                max_payload_bytes: 100
+            }
+        );
+        // The smallest limit that fits: envelope + stream_id + seq + data header + 1 byte.
+        let min = chunk_encoded_len(1234, 0, 1) as u32;
+        assert!(ChunkSplitter::new(2, [1; 32], 1234, SID, min).is_ok());
+        assert!(ChunkSplitter::new(2, [1; 32], 1234, SID, min - 1).is_err());
+    }
+
+    #[test]
+    fn reassembles_and_checks() {
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let c = chunks(&data, 1000);
+        let mut r = Reassembler::new(
+            &begin(Some(5000), Some(sha(&data)), "identity"),
+            ReassemblyLimits::bytes(10_000),
+        )
+        .unwrap();
+        for ch in &c {
+            assert_eq!(r.push(ch).unwrap(), ChunkDisposition::Appended);
+        }
+        // A repeated chunk is a duplicate, not an error.
+        assert_eq!(r.push(&c[0]).unwrap(), ChunkDisposition::Duplicate);
+        let out = r.finish(&end(5000, sha(&data))).unwrap();
+        assert_eq!(out.data, data);
+    }
+
+    #[test]
+    fn gap_is_chunk_out_of_order() {
+        let data = vec![1u8; 3000];
+        let c = chunks(&data, 1000);
+        let mut r = Reassembler::new(
+            &begin(None, None, "identity"),
+            ReassemblyLimits::bytes(1 << 20),
+        )
+        .unwrap();
+        r.push(&c[0]).unwrap();
+        let e = r.push(&c[2]).unwrap_err();
+        assert_eq!(
+            e,
+            StreamError::OutOfOrder {
+                expected: 1,
+                got: 2
+            }
+        );
+        assert_eq!(e.lcp_code(), ErrorCode::ChunkOutOfOrder);
+    }
+
+    #[test]
+    fn limits_are_payload_too_large() {
+        let e = Reassembler::new(
+            &begin(Some(101), None, "identity"),
+            ReassemblyLimits::bytes(100),
+        )
+        .unwrap_err();
+        assert_eq!(e.lcp_code(), ErrorCode::PayloadTooLarge);
+        // Running length over the limit without an announced length.
+        let c = chunks(&[0u8; 300], 1000);
+        let mut r =
+            Reassembler::new(&begin(None, None, "identity"), ReassemblyLimits::bytes(200)).unwrap();
+        let e = r.push(&c[0]).unwrap_err();
+        assert!(matches!(
+            e,
+            StreamError::TooLarge {
+                len: 300,
+                limit: 200,
+                ..
+            }
+        ));
+        // Running length over the announced total_len.
+        let mut r = Reassembler::new(
+            &begin(Some(10), None, "identity"),
+            ReassemblyLimits::bytes(1000),
+        )
+        .unwrap();
+        assert_eq!(
+            r.push(&c[0]).unwrap_err().lcp_code(),
+            ErrorCode::PayloadTooLarge
+        );
+        // A flood of empty chunks.
+        let mut r = Reassembler::new(
+            &begin(None, None, "identity"),
+            ReassemblyLimits {
+                max_bytes: 10,
+                max_chunks: 2,
+            },
+        )
+        .unwrap();
+        let mut empty = c[0].clone();
+        empty.data.clear();
+        for seq in 0..2 {
+            empty.seq = seq;
+            r.push(&empty).unwrap();
+        }
+        empty.seq = 2;
+        assert_eq!(
+            r.push(&empty).unwrap_err(),
+            StreamError::TooManyChunks { limit: 2 }
+        );
+    }
+
+    #[test]
+    fn non_identity_encoding_is_unsupported_encoding() {
+        let e =
+            Reassembler::new(&begin(None, None, "gzip"), ReassemblyLimits::bytes(100)).unwrap_err();
+        assert_eq!(e.lcp_code(), ErrorCode::UnsupportedEncoding);
+    }
+
+    #[test]
+    fn end_mismatches_are_checksum_mismatch() {
+        let data = b"hello world".to_vec();
+        let c = chunks(&data, 1000);
+        let fresh = |b: StreamBegin| {
+            let mut r = Reassembler::new(&b, ReassemblyLimits::bytes(1000)).unwrap();
+            r.push(&c[0]).unwrap();
+            r
+        };
+        let plain = || begin(None, None, "identity");
+        // Hash mismatch.
+        let e = fresh(plain()).finish(&end(11, [0; 32])).unwrap_err();
+        assert_eq!(e, StreamError::HashMismatch);
+        assert_eq!(e.lcp_code(), ErrorCode::ChecksumMismatch);
+        // Length mismatch.
+        let e = fresh(plain()).finish(&end(12, sha(&data))).unwrap_err();
+        assert_eq!(
+            e,
+            StreamError::LengthMismatch {
+                announced: 12,
+                received: 11
+            }
+        );
+        assert_eq!(e.lcp_code(), ErrorCode::ChecksumMismatch);
+        // end disagrees with begin.
+        let e = fresh(begin(Some(11), Some([9; 32]), "identity"))
+            .finish(&end(11, sha(&data)))
+            .unwrap_err();
+        assert_eq!(e, StreamError::EndDisagreesWithBegin { field: "sha256" });
+        assert_eq!(e.lcp_code(), ErrorCode::ChecksumMismatch);
+        // end of another stream.
+        let mut other = end(11, sha(&data));
+        other.stream_id = [8; 32];
+        assert_eq!(
+            fresh(plain()).finish(&other).unwrap_err().lcp_code(),
+            ErrorCode::InvalidState
+        );
+        // A chunk of another stream is ignored.
+        let mut r = fresh(plain());
+        let mut foreign = c[0].clone();
+        foreign.stream_id = [8; 32];
+        assert_eq!(r.push(&foreign).unwrap(), ChunkDisposition::OtherStream);
+    }
+
+    #[test]
+    fn empty_stream() {
+        let mut s = ChunkSplitter::new(2, [1; 32], 1234, SID, 16_384).unwrap();
+        assert_eq!(s.split(&[]).count(), 0);
+        let (len, hash) = s.finish();
+        assert_eq!(len, 0);
+        let r = Reassembler::new(
+            &begin(Some(0), Some(hash), "identity"),
+            ReassemblyLimits::bytes(0),
+        )
+        .unwrap();
+        assert!(r.finish(&end(0, hash)).unwrap().data.is_empty());
+    }
+}
