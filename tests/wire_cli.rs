@@ -1,6 +1,6 @@
 //! The `wire` tool: decode to JSON, encode back to the exact bytes, terms-hash.
 
-use lcp::cli::wire::{run, WireCliError, WireCmd};
+use lcp::cli::wire::{message_name, run, WireCliError, WireCmd};
 use serde_json::Value;
 
 const V1: &str = "a461010200020b0240000e034000000f03800000";
@@ -19,6 +19,8 @@ fn encode(json: &str) -> Result<String, WireCliError> {
 fn round_trip(hex: &str) -> Value {
     let v = decode(hex).expect("decodes");
     assert_eq!(encode(&v.to_string()).expect("encodes"), hex);
+    let t = u16::from_str_radix(&hex[..4], 16).expect("type");
+    assert_eq!(v["type"].as_str(), message_name(t));
     v
 }
 
@@ -140,6 +142,16 @@ fn every_lcp_message_name_round_trips() {
     let v = decode(&format!("a471{env}5002000c")).unwrap();
     assert_eq!(v["code"], 12);
     assert_eq!(v["code_name"], "checksum_mismatch");
+}
+
+#[test]
+fn message_names_cover_exactly_the_decodable_types() {
+    let named: Vec<u16> = (0..=u16::MAX)
+        .filter(|t| message_name(*t).is_some())
+        .collect();
+    let mut expected = vec![1u16, 16, 17, 18, 19];
+    expected.extend((42081u16..=42097).step_by(2));
+    assert_eq!(named, expected);
 }
 
 #[test]

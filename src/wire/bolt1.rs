@@ -3,6 +3,10 @@
 //! Every message may end with an extension TLV stream; in these streams the BOLT #1 even/odd
 //! rule applies: an unknown even type fails the decode, unknown odd records are kept (in
 //! `extra`) so that re-encoding reproduces the input.
+//!
+//! Divergence from LDK, on purpose: `error`/`warning` `data` is kept as bytes, as BOLT #1
+//! defines it; LDK refuses a message whose data is not UTF-8. [`ErrorMessage::text`] gives the
+//! text when there is one.
 
 use super::error::WireError;
 use super::fundamental::{read_u16_be, take};
