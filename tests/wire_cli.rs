@@ -253,3 +253,20 @@ fn terms_hash_reproduces_section8_vt() {
         .insert("input_hex".into(), "00".into());
     assert!(run(&WireCmd::TermsHash, &mut both.to_string().as_bytes()).is_err());
 }
+
+#[test]
+fn clap_subcommand_names() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: WireCmd,
+    }
+    let c = Cli::try_parse_from(["lcp-cli", "decode", "a461"]).unwrap();
+    assert_eq!(c.cmd, WireCmd::Decode { hex: "a461".into() });
+    let c = Cli::try_parse_from(["lcp-cli", "encode"]).unwrap();
+    assert_eq!(c.cmd, WireCmd::Encode);
+    let c = Cli::try_parse_from(["lcp-cli", "terms-hash"]).unwrap();
+    assert_eq!(c.cmd, WireCmd::TermsHash);
+    assert!(Cli::try_parse_from(["lcp-cli", "decode"]).is_err());
+}
