@@ -1,6 +1,7 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
 pub mod status;
+pub mod wire;
 pub mod worker;
 
 use crate::bus::{Bus, BusError, Endpoint, ServiceId};
@@ -60,6 +61,9 @@ pub enum Command {
     /// The node's jobd workers
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
+    /// Decode, encode and hash BOLT #1 and LCP messages (offline, no node needed)
+    #[command(subcommand)]
+    Wire(wire::WireCmd),
 }
 
 /// CLI errors: printed as one line, exit code 1.
@@ -84,13 +88,25 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let (cfg, file) = cli.node.resolve()?;
     let explicit_bus = cli.node.bus.is_some() || file.node.bus.is_some();
     let timeout = Duration::from_secs(cli.timeout.max(1));
+    // Offline commands need no node.
+    let cmd = match cli.cmd {
+        Command::Wire(cmd) => {
+            return wire::run(&cmd, &mut std::io::stdin()).map_err(|e| CliError::Other(e.to_string()))
+        }
+        other => other,
+    };
     let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
-    let out = match cli.cmd {
+    let out = match cmd {
         Command::Status => status::run(&bus, &cfg, &ep, cli.json, timeout).await,
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
+        Command::Wire(_) => unreachable_offline(),
     };
     bus.close();
     out
+}
+
+fn unreachable_offline() -> Result<String, CliError> {
+    Err(CliError::Other("internal: an offline command reached the online dispatch".into()))
 }
 
 /// Connects to the node's bus as a client and completes the readiness handshake.
