@@ -1,1 +1,4 @@
 //! jobd
+
+pub mod backend;
+pub mod pricing;
