@@ -433,3 +433,56 @@ async fn missing_program_is_a_process_error() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn streamed_output_arrives_before_the_process_writes_more() {
+    // The child prints a line, then blocks opening a FIFO until the test, having received that
+    // line, opens the FIFO's write end.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gate = dir.path().join("gate");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let mut cmd = command(&[
+        "sh",
+        "-c",
+        "echo first; cat \"$GATE\" >/dev/null; echo second",
+    ]);
+    cmd.env
+        .insert("GATE".into(), gate.to_string_lossy().into_owned());
+    let b = Arc::new(backend(cmd, ExecLimits::default()));
+    let (tx, mut rx) = mpsc::channel(4);
+    let job = spec(b"", true);
+    let b2 = Arc::clone(&b);
+    let task = tokio::spawn(async move { b2.execute(&job, tx, CancellationToken::new()).await });
+    let first = tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .expect("first line while the child is blocked")
+        .expect("channel open");
+    assert_eq!(&first[..], b"first\n");
+    // Open the gate: opening for write unblocks the child's open for read.
+    let gate_path = gate.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(gate_path)
+            .expect("open fifo");
+        w.write_all(b"go").expect("write fifo");
+    })
+    .await
+    .expect("gate opened");
+    let mut rest = Vec::new();
+    while let Some(c) = tokio::time::timeout(LIMIT, rx.recv()).await.expect("more") {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(rest, b"second\n");
+    let outcome = tokio::time::timeout(LIMIT, task)
+        .await
+        .expect("ends")
+        .expect("no panic")
+        .expect("succeeds");
+    assert_eq!(outcome.len, 13);
+}

@@ -327,3 +327,106 @@ async fn unsupported_kind_and_model_are_code_2_without_a_request() {
         "nothing reached the upstream"
     );
 }
+
+/// A one-connection HTTPS server on 127.0.0.1 with a fresh self-signed certificate; answers
+/// one request with `body`. Returns its address and the certificate's PEM.
+async fn tls_upstream(body: &'static [u8]) -> (std::net::SocketAddr, String) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue; // a client that rejects the certificate
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(reply.as_bytes()).await;
+            let _ = tls.write_all(body).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    (addr, certified.cert.pem())
+}
+
+#[tokio::test]
+async fn https_upstream_works_with_a_configured_root_and_fails_without() {
+    let body: &'static [u8] = br#"{"id":"tls-ok"}"#;
+    let (addr, pem) = tls_upstream(body).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).expect("write ca");
+    let pricer = Arc::new(Pricer::new(&PricingConfig::default()).expect("pricer"));
+    let config = OpenAiConfig {
+        base_url: format!("https://{addr}"),
+        api_key: "k".into(),
+        ca_file: Some(ca),
+        ..OpenAiConfig::default()
+    };
+    let trusted = Arc::new(OpenAiBackend::new(&config, pricer.clone()).expect("backend"));
+    let (task, mut rx, _c) = spawn_job(&trusted, job(TASK_KIND_CHAT_COMPLETIONS, CHAT), 4);
+    assert_eq!(drain(&mut rx).await, body);
+    finish(task).await.expect("https job succeeds");
+
+    // Only the Mozilla roots: the self-signed upstream is refused (code 7, like a network error).
+    let untrusted = Arc::new(
+        OpenAiBackend::new(
+            &OpenAiConfig {
+                ca_file: None,
+                ..config.clone()
+            },
+            pricer.clone(),
+        )
+        .expect("backend"),
+    );
+    let (task, _rx, _c) = spawn_job(&untrusted, job(TASK_KIND_CHAT_COMPLETIONS, CHAT), 4);
+    match finish(task).await {
+        Err(e @ ComputeError::Unavailable(_)) => {
+            assert_eq!(e.lcp_error_code(), 7);
+            assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A CA file without certificates is a config error.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").expect("write");
+    assert!(matches!(
+        OpenAiBackend::new(
+            &OpenAiConfig {
+                ca_file: Some(empty),
+                ..config
+            },
+            pricer
+        ),
+        Err(ComputeError::Config { .. })
+    ));
+}

@@ -11,9 +11,11 @@
 //!
 //! HTTP client: hyper 1 through hyper-util's pooled client, TLS by rustls with the `ring`
 //! provider (no cmake/aws-lc build) and the Mozilla root store from `webpki-roots` (works in
-//! minimal containers without a system CA bundle); HTTP/1.1 and HTTP/2 (ALPN). Plain `http://`
-//! is allowed for local upstreams.
+//! minimal containers without a system CA bundle), plus optional extra roots from a PEM file
+//! for private upstreams; HTTP/1.1 and HTTP/2 (ALPN). Plain `http://` is allowed for local
+//! upstreams.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +72,9 @@ pub struct OpenAiConfig {
     pub connect_timeout_secs: u64,
     /// Response body cap in bytes (> 0).
     pub max_response_bytes: u64,
+    /// PEM file of extra trusted root certificates (for a private upstream); the Mozilla roots
+    /// stay trusted.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OpenAiConfig {
@@ -79,6 +86,7 @@ impl Default for OpenAiConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            ca_file: None,
         }
     }
 }
@@ -92,6 +100,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -112,16 +121,49 @@ pub fn normalize_base_url(raw: &str) -> String {
     base
 }
 
-/// Builds the HTTP client: rustls with `ring`, webpki roots, HTTP/1.1 + HTTP/2, `http` and
-/// `https`, TCP_NODELAY, the given connect timeout.
-pub fn build_http_client(connect_timeout: Duration) -> Result<HttpClient, ComputeError> {
+/// Reads every certificate of a PEM file (at least one).
+pub fn load_pem_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, ComputeError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ComputeError::config("ca_file", format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ComputeError::config(
+            "ca_file",
+            format!("{} holds no certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Builds the HTTP client: rustls with `ring`, the webpki roots plus `extra_roots`,
+/// HTTP/1.1 + HTTP/2, `http` and `https`, TCP_NODELAY, the given connect timeout.
+pub fn build_http_client(
+    connect_timeout: Duration,
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<HttpClient, ComputeError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        roots
+            .add(cert)
+            .map_err(|e| ComputeError::config("ca_file", format!("unusable root: {e}")))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ComputeError::config("tls", e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .map_err(|e| ComputeError::config("tls", e.to_string()))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
@@ -203,7 +245,14 @@ impl OpenAiBackend {
         };
         let offers = openai_offers(&models);
         check_offers_priced(&offers, &pricer)?;
-        let client = build_http_client(Duration::from_secs(config.connect_timeout_secs))?;
+        let extra_roots = match &config.ca_file {
+            Some(path) => load_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+        let client = build_http_client(
+            Duration::from_secs(config.connect_timeout_secs),
+            extra_roots,
+        )?;
         Ok(OpenAiBackend {
             client,
             chat_uri,
