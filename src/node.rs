@@ -330,7 +330,22 @@ impl AllInOne {
         Ok(())
     }
 
-    /// Stops one service; the others carry on.
+    /// Starts one more jobd worker thread named `name` (stop it with `stop_service("jobd/NAME")`).
+    pub fn start_worker(&mut self, name: &str) -> anyhow::Result<()> {
+        let key = format!("jobd/{name}");
+        if self.services.contains_key(&key) {
+            return Ok(());
+        }
+        ServiceId::validate_instance(name)?;
+        let c = crate::jobd::JobdConfig { worker_name: name.to_string(), ..self.cfg.jobd.clone() };
+        let id = c.service_id();
+        let f = service_fn(move |b, s| async move { Ok(crate::jobd::run(c, b, s).await?) });
+        let t = ServiceThread::spawn(self.inproc.clone(), id, None, self.shutdown.child_token(), f)?;
+        self.services.insert(key, t);
+        Ok(())
+    }
+
+    /// Stops one service (by kind name, or `jobd/NAME` for an extra worker); the others carry on.
     pub fn stop_service(&mut self, kind: &str) -> anyhow::Result<()> {
         match self.services.remove(kind) {
             Some(t) => t.stop(),
@@ -342,7 +357,8 @@ impl AllInOne {
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let mut first_err = None;
-        for kind in SERVICES.iter().rev() {
+        let extra: Vec<String> = self.services.keys().filter(|k| !SERVICES.contains(&k.as_str())).cloned().collect();
+        for kind in extra.iter().map(String::as_str).chain(SERVICES.iter().rev().copied()) {
             if let Err(e) = self.stop_service(kind) {
                 first_err.get_or_insert(e);
             }

@@ -136,8 +136,16 @@ pub struct ProcessNode {
 impl ProcessNode {
     /// Starts lcpd (the broker host), waits for its bus endpoint, then the other daemons.
     pub fn start(jobd_workers: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_config(None, jobd_workers)
+    }
+
+    /// Like [`ProcessNode::start`], with `DATADIR/lcp.toml` written first when `config` is given.
+    pub fn start_with_config(config: Option<&str>, jobd_workers: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
+        if let Some(c) = config {
+            std::fs::write(dir.path().join(crate::config::DEFAULT_CONFIG_NAME), c)?;
+        }
         let mut node = Self { endpoint: Endpoint::Inproc("unset".into()), dir, daemons: BTreeMap::new() };
         node.spawn("lcpd", "lcpd", &["--bus", "tcp://127.0.0.1:0"])?;
         let dd = Datadir::open(node.dir.path())?;
@@ -244,5 +252,55 @@ impl Drop for ProcessNode {
             let _ = d.child.kill();
             let _ = d.child.wait();
         }
+    }
+}
+
+/// Collects the output of test jobs a client submitted to lcpd (`LcpdApi::RunTestJob`).
+pub struct TestJobs {
+    bus: Bus,
+    rx: tokio::sync::mpsc::Receiver<crate::bus::Incoming>,
+    /// Result bytes so far, by job id.
+    pub bytes: std::collections::HashMap<[u8; 32], Vec<u8>>,
+    /// Terminal item (`End` or `Failed`), by job id.
+    pub done: std::collections::HashMap<[u8; 32], crate::bus::api::jobd::OutputItem>,
+}
+
+impl TestJobs {
+    /// Takes the client's incoming queue.
+    pub fn new(bus: &Bus) -> anyhow::Result<Self> {
+        let rx = bus.take_incoming().ok_or_else(|| anyhow::anyhow!("incoming queue taken"))?;
+        Ok(Self { bus: bus.clone(), rx, bytes: Default::default(), done: Default::default() })
+    }
+
+    /// Submits a test job; returns its id and whether it was queued.
+    pub async fn submit(&self, task_kind: &str, model: &str, input: &[u8]) -> anyhow::Result<([u8; 32], bool)> {
+        use crate::bus::api::{lcpd::TestJob, LcpdApi};
+        let job = TestJob { task_kind: task_kind.into(), model: model.into(), input: input.to_vec() };
+        match self.bus.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::RunTestJob(job)), Duration::from_secs(10)).await? {
+            Body::Lcpd(LcpdApi::JobAccepted { job_id, queued }) => Ok((job_id, queued)),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// Receives output until every job in `ids` has ended or `timeout` passes.
+    pub async fn wait(&mut self, ids: &[[u8; 32]], timeout: Duration) -> anyhow::Result<()> {
+        use crate::bus::api::{jobd::OutputItem, LcpdApi};
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !ids.iter().all(|id| self.done.contains_key(id)) {
+            let m = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out; {} of {} jobs ended", self.done.len(), ids.len()))?
+                .ok_or_else(|| anyhow::anyhow!("bus closed"))?;
+            if let Body::Lcpd(LcpdApi::JobOutput { job_id, item }) = m.body {
+                match item {
+                    OutputItem::Chunk(b) => self.bytes.entry(job_id).or_default().extend_from_slice(&b),
+                    OutputItem::Begin { .. } => {}
+                    end => {
+                        self.done.insert(job_id, end);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

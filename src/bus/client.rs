@@ -179,7 +179,12 @@ impl Bus {
 
     /// Sends a one-way message.
     pub fn send_event(&self, to: &ServiceId, body: Body) -> Result<(), BusError> {
-        let f = Envelope { corr: Corr::Event, body }.encode()?;
+        self.send_event_ref(to, &body)
+    }
+
+    /// Sends a one-way message from a borrowed body (for retries without copying).
+    pub fn send_event_ref(&self, to: &ServiceId, body: &Body) -> Result<(), BusError> {
+        let f = Envelope::encode_ref(Corr::Event, body)?;
         self.send(to, f)
     }
 

@@ -35,8 +35,18 @@ pub struct Envelope {
 impl Envelope {
     /// Encodes to a frame.
     pub fn encode(&self) -> Result<Vec<u8>, BusError> {
+        Self::encode_ref(self.corr, &self.body)
+    }
+
+    /// Encodes a frame from a borrowed body (same bytes as [`Envelope::encode`]).
+    pub fn encode_ref(corr: Corr, body: &Body) -> Result<Vec<u8>, BusError> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            corr: Corr,
+            body: &'a Body,
+        }
         let mut out = BUS_VERSION.to_be_bytes().to_vec();
-        postcard::to_io(self, &mut out).map_err(|e| BusError::Decode(format!("encode: {e}")))?;
+        postcard::to_io(&Borrowed { corr, body }, &mut out).map_err(|e| BusError::Decode(format!("encode: {e}")))?;
         Ok(out)
     }
 
@@ -81,6 +91,7 @@ mod tests {
         let env = Envelope { corr: Corr::Request(77), body: Body::Ctl(Ctl::Echo(vec![1, 2, 3])) };
         let f = env.encode().unwrap();
         assert_eq!(&f[..2], &[0, 1]);
+        assert_eq!(Envelope::encode_ref(env.corr, &env.body).unwrap(), f);
         assert_eq!(Envelope::decode(&f).unwrap(), env);
         assert_eq!(Envelope::peek_corr(&f).unwrap(), Corr::Request(77));
         let err = Envelope { corr: Corr::Reply(1), body: Body::Error(RemoteError::new(ErrorCode::NotFound, "x")) };

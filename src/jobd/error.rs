@@ -11,6 +11,10 @@ pub enum JobdError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("pricing: {0}")]
+    Pricing(#[from] super::pricing::PricingError),
+    #[error("compute backend: {0}")]
+    Compute(#[from] super::backend::ComputeError),
 }
 
 impl ToErrorCode for JobdError {
@@ -18,6 +22,7 @@ impl ToErrorCode for JobdError {
         match self {
             JobdError::Datadir(_) | JobdError::Store(_) => ErrorCode::Internal,
             JobdError::Bus(e) => e.code(),
+            JobdError::Pricing(_) | JobdError::Compute(_) => ErrorCode::FailedPrecondition,
         }
     }
 }

@@ -81,6 +81,13 @@ pub enum JobdApi {
         /// Price in millisatoshis.
         price_msat: u64,
     },
+    /// jobd -> lcpd, reply: the job cannot be quoted; `lcp_code` is the LCP error to send.
+    Refused {
+        /// LCP error code.
+        lcp_code: u16,
+        /// One line.
+        message: String,
+    },
     /// lcpd -> jobd, request: run this paid job. Answered with [`JobdApi::Started`] (or an error,
     /// e.g. `resource_exhausted` when the worker is full); the output follows as
     /// [`JobdApi::Output`] events.

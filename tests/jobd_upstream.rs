@@ -1,0 +1,324 @@
+//! A local OpenAI-compatible upstream for jobd tests and benchmarks: a minimal HTTP/1.1 server
+//! on 127.0.0.1 (port 0) that records each request and answers with a scripted behaviour
+//! (JSON, SSE with gates the test opens, hang, endless stream, big body). It reports when a
+//! client closes a connection it was still serving.
+//!
+//! Other test files and the benchmark include this file with `#[path]`; compiled on its own it
+//! runs its self-tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Bound on the header block of a request.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bound on the number of events an endless stream sends (keeps load loops finite).
+pub const ENDLESS_MAX_EVENTS: usize = 1_000_000;
+
+/// A request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the server does with a request.
+#[derive(Clone)]
+pub enum Script {
+    /// Answer with a status, content type and body (Content-Length).
+    Respond { status: u16, content_type: &'static str, body: Vec<u8> },
+    /// SSE over chunked encoding: event 0 at once, then each further event only after taking
+    /// one permit from `gate` (when a gate is given).
+    Sse { events: Vec<Vec<u8>>, gate: Option<Arc<Semaphore>> },
+    /// Read the request, never answer; report when the client closes.
+    Hang,
+    /// Send SSE events until the client goes away (at most [`ENDLESS_MAX_EVENTS`]).
+    Endless,
+    /// A 200 JSON body of `len` bytes.
+    Big { len: usize },
+}
+
+/// What the server observed, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A request arrived.
+    Request(String),
+    /// A scripted response was fully written.
+    Completed,
+    /// The client closed the connection while the script was still running.
+    ClientClosed,
+}
+
+pub struct Upstream {
+    pub addr: std::net::SocketAddr,
+    pub requests: mpsc::UnboundedReceiver<Recorded>,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Starts a server answering every request with `script(&request)`.
+    pub async fn start<F>(script: F) -> Upstream
+    where
+        F: Fn(&Recorded) -> Script + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let script = Arc::new(script);
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let _ = sock.set_nodelay(true);
+                let script = Arc::clone(&script);
+                let req_tx = req_tx.clone();
+                let ev_tx = ev_tx.clone();
+                tokio::spawn(async move {
+                    serve(sock, &*script, req_tx, ev_tx).await;
+                });
+            }
+        });
+        Upstream { addr, requests, events, task }
+    }
+
+    /// Base URL without `/v1` (the backend appends it).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Next event, or panic after `limit`.
+    pub async fn next_event(&mut self, limit: Duration) -> Event {
+        tokio::time::timeout(limit, self.events.recv())
+            .await
+            .expect("upstream event within the time limit")
+            .expect("upstream still running")
+    }
+
+    /// Waits (bounded) for `want`, skipping other events.
+    pub async fn wait_for(&mut self, want: Event, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.next_event(left).await == want {
+                return;
+            }
+        }
+    }
+}
+
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next()?.split(' ');
+    let method = start.next()?.to_owned();
+    let path = start.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    buf.drain(..head_end + 4);
+    while buf.len() < len {
+        let mut chunk = [0u8; 4096];
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body: Vec<u8> = buf.drain(..len).collect();
+    Some(Recorded { method, path, headers, body })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        _ => "Status",
+    }
+}
+
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// Resolves when the peer closes (EOF or error on read).
+async fn closed(r: &mut tokio::net::tcp::ReadHalf<'_>) {
+    let mut b = [0u8; 1024];
+    loop {
+        match r.read(&mut b).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    script: &(dyn Fn(&Recorded) -> Script + Send + Sync),
+    req_tx: mpsc::UnboundedSender<Recorded>,
+    ev_tx: mpsc::UnboundedSender<Event>,
+) {
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut sock, &mut buf).await {
+        let plan = script(&req);
+        let _ = ev_tx.send(Event::Request(req.path.clone()));
+        let _ = req_tx.send(req);
+        let (mut rd, mut wr) = sock.split();
+        let finished = match plan {
+            Script::Respond { status, content_type, body } => {
+                let head = format!(
+                    "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                    reason(status),
+                    body.len()
+                );
+                let mut all = head.into_bytes();
+                all.extend_from_slice(&body);
+                wr.write_all(&all).await.is_ok()
+            }
+            Script::Big { len } => {
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
+                let write = async {
+                    wr.write_all(head.as_bytes()).await?;
+                    let block = vec![b'x'; 64 * 1024];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(block.len());
+                        wr.write_all(&block[..n]).await?;
+                        left -= n;
+                    }
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    r = write => r.is_ok(),
+                    () = closed(&mut rd) => false,
+                }
+            }
+            Script::Sse { events, gate } => {
+                let write = async {
+                    wr.write_all(SSE_HEAD).await?;
+                    for (i, ev) in events.iter().enumerate() {
+                        if i > 0 {
+                            if let Some(g) = &gate {
+                                g.acquire().await.expect("gate open").forget();
+                            }
+                        }
+                        wr.write_all(&chunk(ev)).await?;
+                        wr.flush().await?;
+                    }
+                    wr.write_all(b"0\r\n\r\n").await?;
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    r = write => r.is_ok(),
+                    () = closed(&mut rd) => false,
+                }
+            }
+            Script::Hang => {
+                closed(&mut rd).await;
+                false
+            }
+            Script::Endless => {
+                let write = async {
+                    wr.write_all(SSE_HEAD).await?;
+                    for i in 0..ENDLESS_MAX_EVENTS {
+                        let ev = format!("data: {{\"n\":{i}}}\n\n");
+                        wr.write_all(&chunk(ev.as_bytes())).await?;
+                    }
+                    wr.write_all(b"0\r\n\r\n").await?;
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    r = write => r.is_ok(),
+                    () = closed(&mut rd) => false,
+                }
+            }
+        };
+        if finished {
+            let _ = ev_tx.send(Event::Completed);
+        } else {
+            let _ = ev_tx.send(Event::ClientClosed);
+            return;
+        }
+    }
+}
+
+/// SSE events of a chat completion streaming `tokens`, ending with `[DONE]`.
+pub fn chat_sse_events(tokens: &[&str]) -> Vec<Vec<u8>> {
+    let mut events: Vec<Vec<u8>> = tokens
+        .iter()
+        .map(|t| {
+            format!(
+                "data: {{\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    events.push(b"data: [DONE]\n\n".to_vec());
+    events
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn answers_json_and_reports_completion() {
+    let mut up =
+        Upstream::start(|_| Script::Respond { status: 200, content_type: "application/json", body: b"{}".to_vec() })
+            .await;
+    let mut sock = TcpStream::connect(up.addr).await.expect("connect");
+    sock.write_all(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi").await.expect("write");
+    let mut got = Vec::new();
+    let mut b = [0u8; 256];
+    while !got.ends_with(b"{}") {
+        let n = sock.read(&mut b).await.expect("read");
+        assert!(n > 0, "server closed early");
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let req = up.requests.recv().await.expect("recorded");
+    assert_eq!(req.body, b"hi");
+    assert_eq!(req.path, "/v1/x");
+    up.wait_for(Event::Completed, Duration::from_secs(5)).await;
+}
