@@ -188,11 +188,18 @@ impl ProcessNode {
 
     /// Spawns a binary with this node's data directory and extra arguments.
     pub fn spawn(&mut self, name: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
+        let dd = self.dir.path().to_str().ok_or_else(|| anyhow::anyhow!("datadir is not UTF-8"))?.to_string();
+        let mut all = vec!["--datadir", dd.as_str()];
+        all.extend_from_slice(args);
+        self.spawn_raw(name, bin, &all)
+    }
+
+    /// Spawns a binary with exactly these arguments (for a daemon with a data directory of its
+    /// own, as on another host); its log still goes to this node's `logs/`.
+    pub fn spawn_raw(&mut self, name: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
         let log = self.dir.path().join("logs").join(format!("{}.log", name.replace('/', "-")));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = Command::new(bin_path(bin))
-            .arg("--datadir")
-            .arg(self.dir.path())
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("LCP_CONFIG")

@@ -195,3 +195,87 @@ async fn worker_killed_after_streaming_started_fails_the_job() {
     }
     c.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_quotes_with_the_reference_pricing_and_cancels_on_request() {
+    use lcp::bus::api::jobd::JobSpec;
+    use lcp::bus::api::JobdApi;
+    let cfg = gate_config(2);
+    let node = ProcessNode::start_with_config(Some(&cfg), &["w1"]).unwrap();
+    let c = node.client().await.unwrap();
+    wait_workers(&c, 1).await;
+    let w1 = ServiceId::Jobd("w1".into());
+    // Act as lcpd towards the worker: quote, execute, cancel.
+    let spec = |input: &[u8]| JobSpec {
+        job_id: rand::random(),
+        task_kind: "test.gate.v1".into(),
+        model: Some("gate".into()),
+        params: vec![],
+        input: input.to_vec(),
+        input_content_type: "text/plain".into(),
+        max_output_bytes: None,
+    };
+    // 8 input bytes -> 2 tokens at 1000 msat/Mtok, plus 4096 output tokens at 1000 msat/Mtok.
+    match c.request(&w1, Body::Jobd(JobdApi::Quote(spec(b"12345678"))), Duration::from_secs(5)).await.unwrap() {
+        Body::Jobd(JobdApi::Priced { price_msat }) => assert_eq!(price_msat, 5), // ceil((2+4096)*1000/1e6)
+        other => panic!("{other:?}"),
+    }
+    let mut unknown = spec(b"x");
+    unknown.model = Some("other".into());
+    match c.request(&w1, Body::Jobd(JobdApi::Quote(unknown)), Duration::from_secs(5)).await.unwrap() {
+        Body::Jobd(JobdApi::Refused { lcp_code, .. }) => assert_eq!(lcp_code, 2),
+        other => panic!("{other:?}"),
+    }
+    let fifo = node.dir.path().join("never");
+    make_fifo(&fifo);
+    let job = spec(format!("{}\n", fifo.display()).as_bytes());
+    let job_id = job.job_id;
+    let mut rx = c.take_incoming().unwrap();
+    let r = c.request(&w1, Body::Jobd(JobdApi::Execute(job.clone())), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r, Body::Jobd(JobdApi::Started));
+    // The same job twice is refused.
+    assert!(c.request(&w1, Body::Jobd(JobdApi::Execute(job)), Duration::from_secs(5)).await.is_err());
+    let started = std::time::Instant::now();
+    let r = c.request(&w1, Body::Jobd(JobdApi::Cancel { job_id }), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r, Body::Jobd(JobdApi::Cancelled { was_running: true }));
+    let end = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        if let Body::Jobd(JobdApi::Output { job_id: j, item }) = m.body {
+            assert_eq!(j, job_id);
+            if !matches!(item, OutputItem::Begin { .. } | OutputItem::Chunk(_)) {
+                break item;
+            }
+        }
+    };
+    assert!(matches!(&end, OutputItem::Failed { message, .. } if message.contains("cancel")), "{end:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cancel took {:?}", started.elapsed());
+    c.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_another_host_needs_only_the_endpoint_and_the_key_file() {
+    let mut node = ProcessNode::start(&[]).unwrap();
+    // "Another host": an empty data directory of its own and a copy of the client key.
+    let other = tempfile::tempdir().unwrap();
+    let key = other.path().join("lcp-client.key");
+    std::fs::copy(node.dir.path().join("bus/client.key"), &key).unwrap();
+    let ep = node.endpoint.to_string();
+    let (key_s, dir_s) = (key.to_str().unwrap().to_string(), other.path().join("dd").to_str().unwrap().to_string());
+    node.spawn_raw(
+        "jobd/remote",
+        "jobd",
+        &["--bus", &ep, "--bus-key", &key_s, "--worker-name", "remote", "--datadir", &dir_s],
+    )
+    .unwrap();
+    let c = node.client().await.unwrap();
+    let rows = wait_workers(&c, 1).await;
+    assert_eq!(rows[0].id, "jobd/remote");
+    // Without the key file the same command line is refused at start, with a clear error.
+    let out = std::process::Command::new(lcp::testkit::bin_path("jobd"))
+        .args(["--bus", &ep, "--bus-key", "/nonexistent/key", "--worker-name", "x", "--datadir", &dir_s])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+    c.close();
+}
