@@ -6,9 +6,11 @@
 mod ctl;
 pub mod jobd;
 pub mod lcpd;
+pub mod peerd;
 pub use ctl::{Ctl, ServiceInfo, ServiceStatus};
 pub use jobd::JobdApi;
 pub use lcpd::LcpdApi;
+pub use peerd::PeerdApi;
 
 use super::RemoteError;
 use serde::{Deserialize, Serialize};
@@ -29,10 +31,6 @@ pub enum Body {
     /// payd's API.
     Payd(PaydApi),
 }
-
-/// peerd's bus API (peer connections and message routing); filled in with peerd's features.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum PeerdApi {}
 
 /// payd's bus API (invoices, payments, channels); filled in with payd's features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
