@@ -1,1 +1,3 @@
 //! peerd
+
+pub mod transport;
