@@ -563,6 +563,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn try_send_gives_the_message_back_when_the_queue_is_full() {
+        let config = ConnectionConfig {
+            outbound_queue: 1,
+            ..quiet()
+        };
+        let (c, (mut raw_r, _raw_w, _)) = actor_and_raw(&config, Arc::new(PassThrough), 1);
+        assert_eq!(c.handle.try_send(msg(42081, 0)), Ok(()));
+        // The writer task has not run yet on this single-threaded runtime: the queue is full.
+        assert_eq!(
+            c.handle.try_send(msg(42081, 1)),
+            Err(TrySendError::Full(msg(42081, 1)))
+        );
+        assert_eq!(raw_r.read_message().await.ok(), Some(msg(42081, 0)));
+    }
+
+    #[tokio::test]
     async fn abort_closes_with_local_request() {
         let (c, (mut raw_r, _raw_w, _)) = actor_and_raw(&quiet(), Arc::new(PassThrough), 4);
         c.handle.abort();
