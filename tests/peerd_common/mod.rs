@@ -1,4 +1,4 @@
-//! Helpers shared by the peerd transport integration tests.
+//! Fixtures shared by the peerd transport integration tests.
 #![allow(dead_code)]
 
 use std::io::Write;
