@@ -176,6 +176,7 @@ impl ProcessNode {
         match svc {
             // lcpd re-binds the port it had.
             "lcpd" => self.spawn("lcpd", "lcpd", &["--bus", &ep]),
+            "peerd" => self.spawn(svc, svc, &["--bus", &ep, "--listen", "127.0.0.1:0"]),
             _ => self.spawn(svc, svc, &["--bus", &ep]),
         }
     }

@@ -242,3 +242,27 @@ async fn lcp_cli_status_and_env_precedence() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.starts_with("lcp-cli: error: ") && err.trim_end().lines().count() == 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stops_promptly_when_its_broker_is_gone() {
+    // The broker dies first (lcpd down); the service's last frames cannot be delivered, and
+    // its shutdown must not wait for a broker that is not there.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = lcp::demo::node_config(d.path()).unwrap();
+    let ep = lcp::node::unique_inproc();
+    let broker = lcp::bus::ZmqBroker::start(lcp::bus::BrokerConfig { inproc: Some(ep.clone()), remote: None }).unwrap();
+    let (id, f) = cfg.service("payd").unwrap();
+    let svc =
+        lcp::node::ServiceThread::spawn(ep.clone(), id, None, tokio_util::sync::CancellationToken::new(), f).unwrap();
+    let c = Bus::connect_zmq(&ep, ServiceId::Client("t".into()), None).unwrap();
+    testkit::wait_services(&c, &[ServiceId::Payd]).await.unwrap();
+    drop(broker);
+    // Frames sent now wait in the I/O thread; nothing blocks.
+    for _ in 0..100 {
+        let _ = c.send_event(&ServiceId::Payd, Body::Ctl(Ctl::Goodbye));
+    }
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || svc.stop()).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "stop took {:?}", started.elapsed());
+    c.close();
+}

@@ -94,26 +94,59 @@ impl ZmqTransport {
     }
 }
 
+/// Frames waiting for the broker to accept them (it is down or slow); beyond this the thread stops
+/// taking frames from senders, whose sends then fail with back-pressure.
+const MAX_PENDING: usize = 1024;
+
 fn client_loop(dealer: zmq::Socket, pull: zmq::Socket, handler: Handler, stop: Arc<AtomicBool>) {
+    // Sends never block: a DEALER with no broker connected would block for ever, and the thread
+    // must stay responsive to `stop` and to inbound frames.
+    let mut pending: std::collections::VecDeque<Vec<Vec<u8>>> = std::collections::VecDeque::new();
     loop {
-        let (from_dealer, from_pull) = {
-            let mut items = [dealer.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
+        let (from_dealer, to_dealer, from_pull) = {
+            let dealer_events = if pending.is_empty() { zmq::POLLIN } else { zmq::POLLIN | zmq::POLLOUT };
+            let pull_events = if pending.len() < MAX_PENDING { zmq::POLLIN } else { zmq::PollEvents::empty() };
+            let mut items = [dealer.as_poll_item(dealer_events), pull.as_poll_item(pull_events)];
             if let Err(e) = zmq::poll(&mut items, POLL_MS) {
                 tracing::error!(target: "bus", "poll failed: {e}");
                 return;
             }
-            (items[0].is_readable(), items[1].is_readable())
+            (items[0].is_readable(), items[0].is_writable(), items[1].is_readable())
         };
         if stop.load(Ordering::Acquire) {
             return;
         }
+        if to_dealer || !pending.is_empty() {
+            while let Some(parts) = pending.front() {
+                match dealer.send_multipart(parts.iter().map(Vec::as_slice), zmq::DONTWAIT) {
+                    Ok(()) => {
+                        pending.pop_front();
+                    }
+                    Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => {
+                        tracing::error!(target: "bus", "send to broker failed: {e}");
+                        pending.pop_front();
+                    }
+                }
+            }
+        }
         if from_pull {
-            while let Ok(parts) = pull.recv_multipart(zmq::DONTWAIT) {
+            while pending.len() < MAX_PENDING {
+                let Ok(parts) = pull.recv_multipart(zmq::DONTWAIT) else { break };
                 if parts.len() != 2 {
                     return; // the stop marker
                 }
-                if let Err(e) = dealer.send_multipart(parts, 0) {
-                    tracing::error!(target: "bus", "send to broker failed: {e}");
+                if !pending.is_empty() {
+                    pending.push_back(parts);
+                    continue;
+                }
+                match dealer.send_multipart(parts.iter().map(Vec::as_slice), zmq::DONTWAIT) {
+                    Ok(()) => {}
+                    Err(zmq::Error::EAGAIN) => {
+                        tracing::debug!(target: "bus", "broker not accepting frames; holding them");
+                        pending.push_back(parts);
+                    }
+                    Err(e) => tracing::error!(target: "bus", "send to broker failed: {e}"),
                 }
             }
         }

@@ -11,6 +11,8 @@ pub enum PeerdError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("transport: {0}")]
+    Transport(super::transport::TransportError),
 }
 
 impl ToErrorCode for PeerdError {
@@ -18,6 +20,7 @@ impl ToErrorCode for PeerdError {
         match self {
             PeerdError::Datadir(_) | PeerdError::Store(_) => ErrorCode::Internal,
             PeerdError::Bus(e) => e.code(),
+            PeerdError::Transport(_) => ErrorCode::Unavailable,
         }
     }
 }

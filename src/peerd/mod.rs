@@ -5,6 +5,7 @@
 //! The BOLT #8 transport and per-connection actor are in [`transport`].
 
 pub mod error;
+pub mod features;
 pub mod opts;
 pub mod runtime;
 pub mod transport;
