@@ -312,3 +312,98 @@ impl TestJobs {
         Ok(())
     }
 }
+
+/// peerd alone on a bus, with test clients registered as `lcpd` and `payd` that see everything
+/// peerd routes to those services and can send as them: the fixture for peer-level tests.
+pub struct PeerdNode {
+    /// The node's broker (kept alive; dropped last).
+    pub peerd: Option<crate::node::ServiceThread>,
+    /// A client standing in for lcpd.
+    pub lcpd: Bus,
+    /// A client standing in for payd.
+    pub payd: Bus,
+    /// What peerd sent to "lcpd".
+    pub lcpd_rx: tokio::sync::mpsc::Receiver<crate::bus::Incoming>,
+    /// What peerd sent to "payd".
+    pub payd_rx: tokio::sync::mpsc::Receiver<crate::bus::Incoming>,
+    /// An operator client.
+    pub client: Bus,
+    /// peerd's node id, hex.
+    pub node_id: String,
+    /// Where peerd listens.
+    pub listen: String,
+    /// The bus endpoint.
+    pub endpoint: Endpoint,
+    /// peerd's config (to restart it).
+    pub config: crate::peerd::PeerdConfig,
+    _dir: tempfile::TempDir,
+    _broker: crate::bus::ZmqBroker,
+}
+
+impl PeerdNode {
+    /// Starts a broker, peerd listening on 127.0.0.1:0, and the stand-in clients.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let endpoint = crate::node::unique_inproc();
+        let broker = crate::bus::ZmqBroker::start(crate::bus::BrokerConfig { inproc: Some(endpoint.clone()), remote: None })?;
+        let node = crate::demo::node_config(dir.path())?.node;
+        let args = crate::peerd::PeerdArgs { listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        let config = crate::peerd::PeerdConfig::resolve(&node, &args, &Default::default())?;
+        let peerd = Self::spawn_peerd(&endpoint, &config)?;
+        let join = |id: ServiceId| async {
+            let b = Bus::connect_zmq(&endpoint, id, None)?;
+            b.wait_ready(PATIENCE).await?;
+            Ok::<_, anyhow::Error>(b)
+        };
+        let (lcpd, payd, client) = (join(ServiceId::Lcpd).await?, join(ServiceId::Payd).await?, join(ServiceId::Client("test".into())).await?);
+        let (node_id, listen) = poll_until(PATIENCE, "peerd registered", || async {
+            let s = services(&client).await.ok()?;
+            let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
+            let listen = p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone();
+            Some((p.info.node_id?, listen))
+        })
+        .await?;
+        let lcpd_rx = lcpd.take_incoming().ok_or_else(|| anyhow::anyhow!("queue taken"))?;
+        let payd_rx = payd.take_incoming().ok_or_else(|| anyhow::anyhow!("queue taken"))?;
+        Ok(Self {
+            peerd: Some(peerd),
+            lcpd,
+            payd,
+            lcpd_rx,
+            payd_rx,
+            client,
+            node_id,
+            listen,
+            endpoint,
+            config,
+            _dir: dir,
+            _broker: broker,
+        })
+    }
+
+    /// Starts peerd with `config` on the bus at `endpoint`.
+    pub fn spawn_peerd(endpoint: &Endpoint, config: &crate::peerd::PeerdConfig) -> anyhow::Result<crate::node::ServiceThread> {
+        let c = config.clone();
+        let f = crate::node::service_fn(move |b, s| async move { Ok(crate::peerd::run(c, b, s).await?) });
+        Ok(crate::node::ServiceThread::spawn(
+            endpoint.clone(),
+            ServiceId::Peerd,
+            None,
+            tokio_util::sync::CancellationToken::new(),
+            f,
+        )?)
+    }
+
+    /// The next peerd event a stand-in received.
+    pub async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<crate::bus::Incoming>) -> anyhow::Result<crate::bus::api::PeerdApi> {
+        loop {
+            let m = tokio::time::timeout(PATIENCE, rx.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("no peerd event within {PATIENCE:?}"))?
+                .ok_or_else(|| anyhow::anyhow!("bus closed"))?;
+            if let Body::Peerd(p) = m.body {
+                return Ok(p);
+            }
+        }
+    }
+}

@@ -3,86 +3,26 @@
 
 use lcp::bus::api::peerd::{PeerInfo, PeerdApi};
 use lcp::bus::api::Body;
-use lcp::bus::{BrokerConfig, Bus, Incoming, ServiceId, ZmqBroker};
-use lcp::node::{service_fn, unique_inproc, ServiceThread};
-use lcp::peerd::{PeerdArgs, PeerdConfig};
-use lcp::testkit::{poll_until, PATIENCE};
+use lcp::bus::{Bus, Incoming, ServiceId};
+use lcp::testkit::{poll_until, PeerdNode, PATIENCE};
 use lcp::wire::bolt1::Init;
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
 const T: Duration = Duration::from_secs(10);
 
-struct PeerNode {
-    _broker: ZmqBroker,
-    peerd: Option<ServiceThread>,
-    lcpd: Bus,
-    payd: Bus,
-    lcpd_rx: Receiver<Incoming>,
-    payd_rx: Receiver<Incoming>,
-    client: Bus,
-    node_id: String,
-    listen: String,
-    ep: lcp::bus::Endpoint,
-    cfg: PeerdConfig,
-    _dir: tempfile::TempDir,
-}
-
-async fn join(ep: &lcp::bus::Endpoint, id: ServiceId) -> Bus {
-    let b = Bus::connect_zmq(ep, id, None).unwrap();
-    b.wait_ready(T).await.unwrap();
-    b
-}
-
-fn start_peerd(ep: &lcp::bus::Endpoint, cfg: &PeerdConfig) -> ServiceThread {
-    let c = cfg.clone();
-    let f = service_fn(move |b, s| async move { Ok(lcp::peerd::run(c, b, s).await?) });
-    ServiceThread::spawn(ep.clone(), ServiceId::Peerd, None, tokio_util::sync::CancellationToken::new(), f).unwrap()
-}
+type PeerNode = PeerdNode;
 
 async fn peer_node() -> PeerNode {
-    let dir = tempfile::tempdir().unwrap();
-    let ep = unique_inproc();
-    let broker = ZmqBroker::start(BrokerConfig { inproc: Some(ep.clone()), remote: None }).unwrap();
-    let node = lcp::demo::node_config(dir.path()).unwrap().node;
-    let args = PeerdArgs { listen: Some("127.0.0.1:0".into()), ..Default::default() };
-    let cfg = PeerdConfig::resolve(&node, &args, &Default::default()).unwrap();
-    let peerd = start_peerd(&ep, &cfg);
-    let lcpd = join(&ep, ServiceId::Lcpd).await;
-    let payd = join(&ep, ServiceId::Payd).await;
-    let client = join(&ep, ServiceId::Client("test".into())).await;
-    let (node_id, listen) = poll_until(PATIENCE, "peerd registered", || async {
-        let s = lcp::testkit::services(&client).await.ok()?;
-        let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        let listen = p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone();
-        Some((p.info.node_id?, listen))
-    })
-    .await
-    .unwrap();
-    let (lcpd_rx, payd_rx) = (lcpd.take_incoming().unwrap(), payd.take_incoming().unwrap());
-    PeerNode {
-        _broker: broker,
-        peerd: Some(peerd),
-        lcpd,
-        payd,
-        lcpd_rx,
-        payd_rx,
-        client,
-        node_id,
-        listen,
-        ep,
-        cfg,
-        _dir: dir,
-    }
+    PeerdNode::start().await.unwrap()
 }
 
 async fn next_event(rx: &mut Receiver<Incoming>) -> PeerdApi {
-    loop {
-        let m = tokio::time::timeout(T, rx.recv()).await.expect("an event in time").expect("bus open");
-        if let Body::Peerd(p) = m.body {
-            return p;
-        }
-    }
+    PeerdNode::next_event(rx).await.unwrap()
+}
+
+fn start_peerd(ep: &lcp::bus::Endpoint, cfg: &lcp::peerd::PeerdConfig) -> lcp::node::ServiceThread {
+    PeerdNode::spawn_peerd(ep, cfg).unwrap()
 }
 
 async fn connect(from: &PeerNode, to: &PeerNode, persistent: bool) -> Result<PeerInfo, lcp::bus::BusError> {
@@ -183,7 +123,7 @@ async fn persistent_peers_are_redialed_and_survive_a_restart() {
     a.peerd.take().unwrap().stop().unwrap();
     assert!(matches!(next_event(&mut b.lcpd_rx).await, PeerdApi::PeerConnected { .. }));
     assert!(matches!(next_event(&mut b.lcpd_rx).await, PeerdApi::PeerDisconnected { .. }));
-    a.peerd = Some(start_peerd(&a.ep, &a.cfg));
+    a.peerd = Some(start_peerd(&a.endpoint, &a.config));
     let (p, _) = connected(next_event(&mut b.lcpd_rx).await);
     assert_eq!(p.node_id, a.node_id);
     // Disconnect on A forgets the peer: no redial after it.
@@ -217,4 +157,49 @@ async fn bad_connect_requests_get_clear_errors() {
     assert!(not_connected.starts_with("not_found:"), "{not_connected}");
     // After all that, a good connect still works.
     assert!(connect(&a, &b, false).await.is_ok());
+}
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+        .arg("--datadir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lcp_cli_peer_commands_between_two_process_nodes() {
+    let a = lcp::testkit::ProcessNode::start(&[]).unwrap();
+    let b = lcp::testkit::ProcessNode::start(&[]).unwrap();
+    let bc = b.client().await.unwrap();
+    let (b_id, b_listen) = poll_until(PATIENCE, "b's peerd", || async {
+        let s = lcp::testkit::services(&bc).await.ok()?;
+        let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
+        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
+    })
+    .await
+    .unwrap();
+    bc.close();
+    let (ad, bd) = (a.dir.path().to_path_buf(), b.dir.path().to_path_buf());
+    let uri = format!("{b_id}@{b_listen}");
+    let (out_a, out_b) = tokio::task::spawn_blocking(move || {
+        let (ok, out, err) = cli(&ad, &["peer", "connect", &uri]);
+        assert!(ok && out.starts_with("connected: ") && out.contains(&b_id), "{out}{err}");
+        let (ok, list, _) = cli(&ad, &["peer", "list", "--json"]);
+        assert!(ok);
+        let (ok, list_b, _) = cli(&bd, &["peer", "list"]);
+        assert!(ok);
+        let (ok, out, err) = cli(&ad, &["peer", "disconnect", &b_id]);
+        assert!(ok && out.contains("disconnected"), "{out}{err}");
+        let (ok, _, err) = cli(&ad, &["peer", "connect", "nonsense"]);
+        assert!(!ok && err.starts_with("lcp-cli: error: ") && err.contains("NODEID@HOST:PORT"), "{err}");
+        (list, list_b)
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out_a).unwrap();
+    assert_eq!(v[0]["inbound"], false);
+    assert!(out_b.contains("inbound"), "{out_b}");
 }

@@ -1,5 +1,6 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
+pub mod peer;
 pub mod status;
 pub mod wire;
 pub mod worker;
@@ -58,6 +59,9 @@ pub struct Cli {
 pub enum Command {
     /// Show which services are up, their versions and the node id
     Status,
+    /// Lightning peers: connect, list, disconnect
+    #[command(subcommand)]
+    Peer(peer::PeerCmd),
     /// The node's jobd workers
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
@@ -99,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let out = match cmd {
         Command::Status => status::run(&bus, &cfg, &ep, cli.json, timeout).await,
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
+        Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
         Command::Wire(_) => unreachable_offline(),
     };
     bus.close();
