@@ -1,1 +1,5 @@
 //! payd
+
+pub mod backend;
+pub mod conformance;
+pub mod ldk;
