@@ -46,7 +46,10 @@ impl Node {
     /// Simulate a crash and restart from disk: the old engine is dropped without a final write.
     pub fn crash_and_restart(self) -> Node {
         let Node {
-            engine, dir, secret, ..
+            engine,
+            dir,
+            secret,
+            ..
         } = self;
         assert_eq!(
             Arc::strong_count(&engine),
@@ -79,18 +82,18 @@ pub struct Link {
     pub b: Arc<LdkEngine>,
     pub session: u64,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<(mpsc::UnboundedReceiver<PeerOutput>, mpsc::UnboundedReceiver<PeerOutput>)>>,
+    task: Option<
+        JoinHandle<(
+            mpsc::UnboundedReceiver<PeerOutput>,
+            mpsc::UnboundedReceiver<PeerOutput>,
+        )>,
+    >,
     delivered: watch::Receiver<u64>,
     limit: watch::Sender<Option<u64>>,
     pub incidents: Arc<Mutex<Incidents>>,
 }
 
-fn deliver(
-    o: PeerOutput,
-    from: &LdkEngine,
-    to: &LdkEngine,
-    incidents: &Mutex<Incidents>,
-) {
+fn deliver(o: PeerOutput, from: &LdkEngine, to: &LdkEngine, incidents: &Mutex<Incidents>) {
     match o {
         PeerOutput::Send {
             node_id,
@@ -99,7 +102,11 @@ fn deliver(
         } => {
             assert_eq!(node_id, to.node_id(), "message addressed to a third node");
             if let Err(e) = to.handle_message(from.node_id(), session_id, &raw) {
-                incidents.lock().expect("incidents").errors.push(e.to_string());
+                incidents
+                    .lock()
+                    .expect("incidents")
+                    .errors
+                    .push(e.to_string());
             }
         }
         PeerOutput::Disconnect {
@@ -189,14 +196,21 @@ impl Link {
 
     /// Wait until the budget set by `hold_after` is used up.
     pub async fn wait_held(&mut self) {
-        let Some(l) = *self.limit.borrow() else { return };
+        let Some(l) = *self.limit.borrow() else {
+            return;
+        };
         tokio::time::timeout(WAIT, self.delivered.wait_for(|d| *d >= l))
             .await
             .expect("pump reached its budget in time")
             .expect("pump alive");
     }
 
-    async fn stop(&mut self) -> (mpsc::UnboundedReceiver<PeerOutput>, mpsc::UnboundedReceiver<PeerOutput>) {
+    async fn stop(
+        &mut self,
+    ) -> (
+        mpsc::UnboundedReceiver<PeerOutput>,
+        mpsc::UnboundedReceiver<PeerOutput>,
+    ) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -210,7 +224,13 @@ impl Link {
     /// Cut the connection: both engines see the session end; every message still queued is
     /// then delivered anyway, as a late message of the dead session (the engines must drop it).
     /// Returns the receivers and how many stale messages were pushed at the engines.
-    pub async fn cut(mut self) -> (mpsc::UnboundedReceiver<PeerOutput>, mpsc::UnboundedReceiver<PeerOutput>, usize) {
+    pub async fn cut(
+        mut self,
+    ) -> (
+        mpsc::UnboundedReceiver<PeerOutput>,
+        mpsc::UnboundedReceiver<PeerOutput>,
+        usize,
+    ) {
         let (mut rx_a, mut rx_b) = self.stop().await;
         self.a.peer_disconnected(self.b.node_id(), self.session);
         self.b.peer_disconnected(self.a.node_id(), self.session);
@@ -232,11 +252,27 @@ impl Link {
 
     /// Stop the pump without telling the engines (one of them is about to crash). Queued
     /// messages are discarded.
-    pub async fn abandon(mut self) -> (mpsc::UnboundedReceiver<PeerOutput>, mpsc::UnboundedReceiver<PeerOutput>) {
+    pub async fn abandon(
+        mut self,
+    ) -> (
+        mpsc::UnboundedReceiver<PeerOutput>,
+        mpsc::UnboundedReceiver<PeerOutput>,
+    ) {
         let (mut rx_a, mut rx_b) = self.stop().await;
         while rx_a.try_recv().is_ok() {}
         while rx_b.try_recv().is_ok() {}
         (rx_a, rx_b)
+    }
+
+    /// Stop the pump and hand back the receivers untouched (queued messages stay queued), without
+    /// telling the engines.
+    pub async fn detach(
+        mut self,
+    ) -> (
+        mpsc::UnboundedReceiver<PeerOutput>,
+        mpsc::UnboundedReceiver<PeerOutput>,
+    ) {
+        self.stop().await
     }
 
     /// Errors and disconnects seen so far.
@@ -246,22 +282,41 @@ impl Link {
     }
 }
 
+/// Connect two nodes whose receivers are free.
+pub fn link(a: &mut Node, b: &mut Node, session: u64) -> Link {
+    let (rx_a, rx_b) = (a.take_rx(), b.take_rx());
+    Link::connect(&a.engine, rx_a, &b.engine, rx_b, session)
+}
+
+/// Connect two nodes that share channels and wait until every channel is usable on both sides
+/// (the channel_reestablish round trip is done).
+pub async fn link_ready(a: &mut Node, b: &mut Node, session: u64) -> Link {
+    let l = link(a, b, session);
+    let (ea, eb) = (a.engine.clone(), b.engine.clone());
+    wait_until("channels usable after reconnect", || {
+        let ca = ea.channels();
+        let cb = eb.channels();
+        !ca.is_empty() && ca.iter().chain(cb.iter()).all(|c| c.is_usable)
+    })
+    .await;
+    l
+}
+
 /// Poll `cond` until it holds or `WAIT` passes (poll-with-timeout, no ordering by sleeps).
 pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 /// Start two engines, connect them and open a devnet channel of `sats` from the first to the
 /// second. Returns the nodes (receivers in use by the link) and the link.
-pub async fn pair_with_channel(
-    dir_a: &Path,
-    dir_b: &Path,
-    sats: u64,
-) -> (Node, Node, Link) {
+pub async fn pair_with_channel(dir_a: &Path, dir_b: &Path, sats: u64) -> (Node, Node, Link) {
     let mut a = Node::start(dir_a, [0x0a; 32]);
     let mut b = Node::start(dir_b, [0x0b; 32]);
     let (rx_a, rx_b) = (a.take_rx(), b.take_rx());

@@ -118,7 +118,9 @@ pub enum PaydError {
         reason: String,
     },
     /// The invoice is for another network than the backend's.
-    #[error("invoice is for currency {got:?} but this node runs on {network} (currency {expected:?})")]
+    #[error(
+        "invoice is for currency {got:?} but this node runs on {network} (currency {expected:?})"
+    )]
     WrongNetwork {
         /// The backend's network.
         network: Network,
@@ -141,10 +143,10 @@ pub enum PaydError {
     /// The invoice is payable to another node than the provider.
     #[error("invoice payee is {got} but the provider is {expected}")]
     WrongPayee {
-        /// The expected payee node id.
-        expected: PublicKey,
-        /// The invoice's payee node id.
-        got: PublicKey,
+        /// The expected payee node id, hex.
+        expected: String,
+        /// The invoice's payee node id, hex.
+        got: String,
     },
     /// The invoice has a plain description instead of a description hash.
     #[error("invoice has no description_hash (it must commit to the job terms)")]
@@ -166,7 +168,9 @@ pub enum PaydError {
         now: u64,
     },
     /// The invoice stays valid longer than the quote allows.
-    #[error("invoice expires at unix time {invoice_expires_at}, after the quote limit {not_after}")]
+    #[error(
+        "invoice expires at unix time {invoice_expires_at}, after the quote limit {not_after}"
+    )]
     InvoiceOutlivesQuote {
         /// Invoice expiry, unix seconds.
         invoice_expires_at: u64,
@@ -346,9 +350,10 @@ impl DecodedInvoice {
 
 /// Parse a BOLT11 string and verify its signature.
 pub fn decode_bolt11(bolt11: &str) -> Result<DecodedInvoice, PaydError> {
-    let invoice = Bolt11Invoice::from_str(bolt11.trim()).map_err(|e| PaydError::InvalidInvoice {
-        reason: e.to_string(),
-    })?;
+    let invoice =
+        Bolt11Invoice::from_str(bolt11.trim()).map_err(|e| PaydError::InvalidInvoice {
+            reason: e.to_string(),
+        })?;
     Ok(describe_invoice(&invoice, bolt11.trim()))
 }
 
@@ -423,8 +428,8 @@ pub fn check_invoice(
     }
     if expected.payee != invoice.payee {
         return Err(PaydError::WrongPayee {
-            expected: expected.payee,
-            got: invoice.payee,
+            expected: expected.payee.to_string(),
+            got: invoice.payee.to_string(),
         });
     }
     match invoice.description_hash {
@@ -615,8 +620,11 @@ pub trait PaymentBackend: Send + Sync {
     fn subscribe(&self) -> broadcast::Receiver<PaydEvent>;
 
     /// Pay a BOLT11 invoice, idempotently per payment hash (see the trait contract).
-    fn pay(&self, bolt11: String, params: PayParams)
-        -> BoxFuture<'_, Result<PaidInvoice, PaydError>>;
+    fn pay(
+        &self,
+        bolt11: String,
+        params: PayParams,
+    ) -> BoxFuture<'_, Result<PaidInvoice, PaydError>>;
 
     /// Parse a BOLT11 invoice and verify its signature.
     fn decode_invoice(&self, bolt11: &str) -> Result<DecodedInvoice, PaydError> {

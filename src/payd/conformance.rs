@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use crate::payd::backend::{
-    ExpectedInvoice, InvoiceStatus, PayParams, PaydError, PaydEvent, PaymentBackend,
-    PaymentStatus,
+    ExpectedInvoice, InvoiceStatus, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentStatus,
 };
 
 /// Outcome of a conformance check: `Err` names the violated rule.
@@ -60,7 +59,12 @@ async fn wait_settled(
     };
     tokio::time::timeout(CHECK_TIMEOUT, wait)
         .await
-        .map_err(|_| format!("no InvoiceSettled for {} within {CHECK_TIMEOUT:?}", hex::encode(hash)))?
+        .map_err(|_| {
+            format!(
+                "no InvoiceSettled for {} within {CHECK_TIMEOUT:?}",
+                hex::encode(hash)
+            )
+        })?
 }
 
 fn count_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> usize {
@@ -84,10 +88,25 @@ pub async fn invoice_contract(payee: &dyn PaymentBackend) -> Conformance {
     let d = payee
         .decode_invoice(&inv.bolt11)
         .map_err(|e| format!("own invoice does not decode: {e}"))?;
-    ensure!(d.payee == payee.node_id(), "invoice payee {} is not the node id {}", d.payee, payee.node_id());
-    ensure!(d.amount_msat == Some(21_000), "invoice amount {:?} != 21000", d.amount_msat);
-    ensure!(d.description_hash == Some(dh), "invoice description_hash differs");
-    ensure!(d.payment_hash == inv.payment_hash, "payment hash differs from the decoded one");
+    ensure!(
+        d.payee == payee.node_id(),
+        "invoice payee {} is not the node id {}",
+        d.payee,
+        payee.node_id()
+    );
+    ensure!(
+        d.amount_msat == Some(21_000),
+        "invoice amount {:?} != 21000",
+        d.amount_msat
+    );
+    ensure!(
+        d.description_hash == Some(dh),
+        "invoice description_hash differs"
+    );
+    ensure!(
+        d.payment_hash == inv.payment_hash,
+        "payment hash differs from the decoded one"
+    );
     ensure!(
         d.currency == crate::payd::backend::currency_prefix(payee.network().currency()),
         "invoice currency {} does not match network {}",
@@ -105,24 +124,53 @@ pub async fn invoice_contract(payee: &dyn PaymentBackend) -> Conformance {
         .await
         .map_err(|e| format!("lookup_invoice failed: {e}"))?
         .ok_or("created invoice is not recorded")?;
-    ensure!(rec.status == InvoiceStatus::Open, "new invoice status {:?}", rec.status);
-    ensure!(rec.description_hash == dh && rec.amount_msat == 21_000, "record fields differ");
-    let all = payee.list_invoices().await.map_err(|e| e.to_string())?;
-    ensure!(all.iter().any(|r| r.payment_hash == inv.payment_hash), "list_invoices misses the invoice");
     ensure!(
-        payee.lookup_invoice([0xee; 32]).await.map_err(|e| e.to_string())?.is_none(),
+        rec.status == InvoiceStatus::Open,
+        "new invoice status {:?}",
+        rec.status
+    );
+    ensure!(
+        rec.description_hash == dh && rec.amount_msat == 21_000,
+        "record fields differ"
+    );
+    let all = payee.list_invoices().await.map_err(|e| e.to_string())?;
+    ensure!(
+        all.iter().any(|r| r.payment_hash == inv.payment_hash),
+        "list_invoices misses the invoice"
+    );
+    ensure!(
+        payee
+            .lookup_invoice([0xee; 32])
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none(),
         "unknown hash found"
     );
     ensure!(
-        matches!(payee.create_invoice(0, dh, 600).await, Err(PaydError::InvalidArgument { field: "amount_msat", .. })),
+        matches!(
+            payee.create_invoice(0, dh, 600).await,
+            Err(PaydError::InvalidArgument {
+                field: "amount_msat",
+                ..
+            })
+        ),
         "zero amount accepted"
     );
     ensure!(
-        matches!(payee.create_invoice(1000, dh, 0).await, Err(PaydError::InvalidArgument { field: "expiry_secs", .. })),
+        matches!(
+            payee.create_invoice(1000, dh, 0).await,
+            Err(PaydError::InvalidArgument {
+                field: "expiry_secs",
+                ..
+            })
+        ),
         "zero expiry accepted"
     );
     ensure!(
-        matches!(payee.decode_invoice("lnbcrt1garbage"), Err(PaydError::InvalidInvoice { .. })),
+        matches!(
+            payee.decode_invoice("lnbcrt1garbage"),
+            Err(PaydError::InvalidInvoice { .. })
+        ),
         "garbage invoice decoded"
     );
     Ok(())
@@ -149,27 +197,58 @@ pub async fn pay_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend
         .map_err(|e| format!("pay failed: {e}"))?;
     let h: [u8; 32] = Sha256::digest(paid.preimage).into();
     ensure!(h == inv.payment_hash, "sha256(preimage) != payment_hash");
-    ensure!(paid.amount_msat == 50_000, "paid amount {}", paid.amount_msat);
+    ensure!(
+        paid.amount_msat == 50_000,
+        "paid amount {}",
+        paid.amount_msat
+    );
     let got = wait_settled(&mut events, inv.payment_hash).await?;
-    ensure!(got >= 50_000, "settled amount {got} below the invoice amount");
+    ensure!(
+        got >= 50_000,
+        "settled amount {got} below the invoice amount"
+    );
     let rec = payee
         .lookup_invoice(inv.payment_hash)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("paid invoice not recorded")?;
-    ensure!(rec.status == InvoiceStatus::Settled, "paid invoice status {:?}", rec.status);
+    ensure!(
+        rec.status == InvoiceStatus::Settled,
+        "paid invoice status {:?}",
+        rec.status
+    );
     let payments = payer.list_payments().await.map_err(|e| e.to_string())?;
-    let mine: Vec<_> = payments.iter().filter(|p| p.payment_hash == inv.payment_hash).collect();
-    ensure!(mine.len() == 1, "{} payment records for one hash", mine.len());
-    ensure!(mine[0].status == PaymentStatus::Succeeded, "record status {:?}", mine[0].status);
-    ensure!(mine[0].preimage == Some(paid.preimage), "recorded preimage differs");
+    let mine: Vec<_> = payments
+        .iter()
+        .filter(|p| p.payment_hash == inv.payment_hash)
+        .collect();
+    ensure!(
+        mine.len() == 1,
+        "{} payment records for one hash",
+        mine.len()
+    );
+    ensure!(
+        mine[0].status == PaymentStatus::Succeeded,
+        "record status {:?}",
+        mine[0].status
+    );
+    ensure!(
+        mine[0].preimage == Some(paid.preimage),
+        "recorded preimage differs"
+    );
     // Paying again returns the first outcome and settles nothing new.
     let again = payer
         .pay(inv.bolt11.clone(), params(None))
         .await
         .map_err(|e| format!("second pay failed: {e}"))?;
-    ensure!(again.preimage == paid.preimage, "second pay returned another preimage");
-    ensure!(count_settled(&mut events, inv.payment_hash) == 0, "settlement reported twice");
+    ensure!(
+        again.preimage == paid.preimage,
+        "second pay returned another preimage"
+    );
+    ensure!(
+        count_settled(&mut events, inv.payment_hash) == 0,
+        "settlement reported twice"
+    );
     Ok(())
 }
 
@@ -192,10 +271,16 @@ pub async fn idempotency_contract(
     let a = a.map_err(|e| format!("first concurrent pay failed: {e}"))?;
     let b = b.map_err(|e| format!("second concurrent pay failed: {e}"))?;
     let c = c.map_err(|e| format!("third concurrent pay failed: {e}"))?;
-    ensure!(a == b && b == c, "concurrent pays returned different outcomes");
+    ensure!(
+        a == b && b == c,
+        "concurrent pays returned different outcomes"
+    );
     let got = wait_settled(&mut events, inv.payment_hash).await?;
     ensure!(got == 30_000, "payee received {got} msat, not 30000 once");
-    ensure!(count_settled(&mut events, inv.payment_hash) == 0, "settlement reported twice");
+    ensure!(
+        count_settled(&mut events, inv.payment_hash) == 0,
+        "settlement reported twice"
+    );
     let n = payer
         .list_payments()
         .await
@@ -207,7 +292,11 @@ pub async fn idempotency_contract(
     Ok(())
 }
 
-fn foreign_invoice(currency: Currency, timestamp_secs: u64, expiry_secs: u64) -> Result<String, String> {
+fn foreign_invoice(
+    currency: Currency,
+    timestamp_secs: u64,
+    expiry_secs: u64,
+) -> Result<String, String> {
     let secp = Secp256k1::new();
     let sk = SecretKey::from_slice(&[0x42; 32]).map_err(|e| e.to_string())?;
     let hash = lightning::bitcoin::hashes::sha256::Hash::from_slice_compat(&[0x11; 32]);
@@ -242,7 +331,11 @@ pub async fn bad_input_contract(
     payer: &dyn PaymentBackend,
     payee: &dyn PaymentBackend,
 ) -> Conformance {
-    let before = payer.list_payments().await.map_err(|e| e.to_string())?.len();
+    let before = payer
+        .list_payments()
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
     let mut events = payee.subscribe();
     let dh = terms("bad_input_contract");
     let inv = payee
@@ -256,10 +349,22 @@ pub async fn bad_input_contract(
         not_after_secs: None,
     };
     let r = payer
-        .pay(inv.bolt11.clone(), params(Some(ExpectedInvoice { amount_msat: 39_999, ..good.clone() })))
+        .pay(
+            inv.bolt11.clone(),
+            params(Some(ExpectedInvoice {
+                amount_msat: 39_999,
+                ..good.clone()
+            })),
+        )
         .await;
     ensure!(
-        matches!(r, Err(PaydError::WrongAmount { expected_msat: 39_999, got_msat: 40_000 })),
+        matches!(
+            r,
+            Err(PaydError::WrongAmount {
+                expected_msat: 39_999,
+                got_msat: 40_000
+            })
+        ),
         "wrong amount gave {r:?}"
     );
     let other = PublicKey::from_secret_key(
@@ -267,16 +372,31 @@ pub async fn bad_input_contract(
         &SecretKey::from_slice(&[0x33; 32]).map_err(|e| e.to_string())?,
     );
     let r = payer
-        .pay(inv.bolt11.clone(), params(Some(ExpectedInvoice { payee: other, ..good.clone() })))
+        .pay(
+            inv.bolt11.clone(),
+            params(Some(ExpectedInvoice {
+                payee: other,
+                ..good.clone()
+            })),
+        )
         .await;
-    ensure!(matches!(r, Err(PaydError::WrongPayee { .. })), "wrong payee gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::WrongPayee { .. })),
+        "wrong payee gave {r:?}"
+    );
     let r = payer
         .pay(
             inv.bolt11.clone(),
-            params(Some(ExpectedInvoice { description_hash: terms("other"), ..good.clone() })),
+            params(Some(ExpectedInvoice {
+                description_hash: terms("other"),
+                ..good.clone()
+            })),
         )
         .await;
-    ensure!(matches!(r, Err(PaydError::WrongDescriptionHash { .. })), "wrong hash gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::WrongDescriptionHash { .. })),
+        "wrong hash gave {r:?}"
+    );
     let r = payer
         .pay(
             inv.bolt11.clone(),
@@ -286,39 +406,73 @@ pub async fn bad_input_contract(
             })),
         )
         .await;
-    ensure!(matches!(r, Err(PaydError::InvoiceOutlivesQuote { .. })), "long-lived invoice gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::InvoiceOutlivesQuote { .. })),
+        "long-lived invoice gave {r:?}"
+    );
 
     let currency = payer.network().currency();
     let expired = foreign_invoice(currency.clone(), 1_000_000, 60)?;
     let r = payer.pay(expired, params(None)).await;
-    ensure!(matches!(r, Err(PaydError::InvoiceExpired { .. })), "expired invoice gave {r:?}");
-    let wrong_currency = if currency == Currency::Bitcoin { Currency::Regtest } else { Currency::Bitcoin };
+    ensure!(
+        matches!(r, Err(PaydError::InvoiceExpired { .. })),
+        "expired invoice gave {r:?}"
+    );
+    let wrong_currency = if currency == Currency::Bitcoin {
+        Currency::Regtest
+    } else {
+        Currency::Bitcoin
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs();
     let foreign = foreign_invoice(wrong_currency, now, 600)?;
     let r = payer.pay(foreign, params(None)).await;
-    ensure!(matches!(r, Err(PaydError::WrongNetwork { .. })), "wrong network gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::WrongNetwork { .. })),
+        "wrong network gave {r:?}"
+    );
     let r = payer.pay("lnbcrt1notaninvoice".into(), params(None)).await;
-    ensure!(matches!(r, Err(PaydError::InvalidInvoice { .. })), "garbage gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::InvalidInvoice { .. })),
+        "garbage gave {r:?}"
+    );
 
     let huge = payee
         .create_invoice(1_000_000_000_000, terms("huge"), 600)
         .await
         .map_err(|e| format!("create_invoice failed: {e}"))?;
     let r = payer.pay(huge.bolt11.clone(), params(None)).await;
-    ensure!(matches!(r, Err(PaydError::InsufficientCapacity { .. })), "over-capacity gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::InsufficientCapacity { .. })),
+        "over-capacity gave {r:?}"
+    );
 
-    let after = payer.list_payments().await.map_err(|e| e.to_string())?.len();
-    ensure!(after == before, "refused payments left {} records", after - before);
-    ensure!(count_settled(&mut events, inv.payment_hash) == 0, "a refused invoice settled");
+    let after = payer
+        .list_payments()
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    ensure!(
+        after == before,
+        "refused payments left {} records",
+        after - before
+    );
+    ensure!(
+        count_settled(&mut events, inv.payment_hash) == 0,
+        "a refused invoice settled"
+    );
     let rec = payee
         .lookup_invoice(inv.payment_hash)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("invoice not recorded")?;
-    ensure!(rec.status == InvoiceStatus::Open, "refused invoice has status {:?}", rec.status);
+    ensure!(
+        rec.status == InvoiceStatus::Open,
+        "refused invoice has status {:?}",
+        rec.status
+    );
     Ok(())
 }
 
@@ -333,7 +487,10 @@ pub async fn no_channel_contract(
         .await
         .map_err(|e| format!("create_invoice failed: {e}"))?;
     let r = payer.pay(inv.bolt11, params(None)).await;
-    ensure!(matches!(r, Err(PaydError::NoChannel { .. })), "no channel gave {r:?}");
+    ensure!(
+        matches!(r, Err(PaydError::NoChannel { .. })),
+        "no channel gave {r:?}"
+    );
     let n = payer
         .list_payments()
         .await

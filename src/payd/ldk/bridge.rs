@@ -189,10 +189,9 @@ pub fn dispatch<H: ChannelMessageHandler>(
                 &decode::<msgs::ChannelUpdate>(t, p)?,
             );
         }
-        MSG_ANNOUNCEMENT_SIGNATURES => h.handle_announcement_signatures(
-            peer,
-            &decode::<msgs::AnnouncementSignatures>(t, p)?,
-        ),
+        MSG_ANNOUNCEMENT_SIGNATURES => {
+            h.handle_announcement_signatures(peer, &decode::<msgs::AnnouncementSignatures>(t, p)?)
+        }
         MSG_ERROR => {
             let msg = decode::<msgs::ErrorMessage>(t, p)?;
             let all = msg.channel_id.0 == [0u8; 32];
@@ -210,7 +209,10 @@ pub fn dispatch<H: ChannelMessageHandler>(
             return Ok(Dispatched::Ignored(t));
         }
         MSG_INIT => return Err(InboundError::Unexpected(t)),
-        MSG_PING | MSG_PONG | MSG_CHANNEL_ANNOUNCEMENT | MSG_NODE_ANNOUNCEMENT
+        MSG_PING
+        | MSG_PONG
+        | MSG_CHANNEL_ANNOUNCEMENT
+        | MSG_NODE_ANNOUNCEMENT
         | MSG_ONION_MESSAGE => return Ok(Dispatched::Ignored(t)),
         other if other % 2 == 1 => return Ok(Dispatched::Ignored(t)),
         other => return Err(InboundError::UnknownEven(other)),
@@ -374,7 +376,10 @@ mod tests {
         let (t, p) = split_type(truncated).expect("typed");
         assert!(matches!(
             decode::<msgs::ErrorMessage>(t, p),
-            Err(InboundError::Decode { msg_type: MSG_ERROR, .. })
+            Err(InboundError::Decode {
+                msg_type: MSG_ERROR,
+                ..
+            })
         ));
     }
 }

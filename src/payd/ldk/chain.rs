@@ -8,7 +8,9 @@ use lightning::bitcoin::absolute::LockTime;
 use lightning::bitcoin::hashes::Hash;
 use lightning::bitcoin::secp256k1::ecdh::SharedSecret;
 use lightning::bitcoin::secp256k1::ecdsa::{RecoverableSignature, Signature};
-use lightning::bitcoin::secp256k1::{schnorr, All, Keypair, PublicKey, Scalar, Secp256k1, SecretKey};
+use lightning::bitcoin::secp256k1::{
+    schnorr, All, Keypair, PublicKey, Scalar, Secp256k1, SecretKey,
+};
 use lightning::bitcoin::transaction::Version;
 use lightning::bitcoin::{
     Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
@@ -193,7 +195,10 @@ impl NodeSigner for NodeKeys {
     }
 
     fn sign_message(&self, msg: &[u8]) -> Result<String, ()> {
-        Ok(lightning::util::message_signing::sign(msg, &self.node_secret))
+        Ok(lightning::util::message_signing::sign(
+            msg,
+            &self.node_secret,
+        ))
     }
 }
 
@@ -297,7 +302,10 @@ mod tests {
             .expect("devnet funding");
         assert_eq!(tx.output[0].value, Amount::from_sat(1234));
         assert!(!tx.input[0].witness.is_empty());
-        assert_eq!(tx.input[0].previous_output.txid, Txid::from_byte_array([7; 32]));
+        assert_eq!(
+            tx.input[0].previous_output.txid,
+            Txid::from_byte_array([7; 32])
+        );
     }
 
     #[test]
@@ -331,7 +339,13 @@ mod tests {
 
     #[test]
     fn keys_seed_depends_on_secret() {
-        assert_ne!(keys_seed_from_node_secret(&[1; 32]), keys_seed_from_node_secret(&[2; 32]));
-        assert_eq!(keys_seed_from_node_secret(&[1; 32]), keys_seed_from_node_secret(&[1; 32]));
+        assert_ne!(
+            keys_seed_from_node_secret(&[1; 32]),
+            keys_seed_from_node_secret(&[2; 32])
+        );
+        assert_eq!(
+            keys_seed_from_node_secret(&[1; 32]),
+            keys_seed_from_node_secret(&[1; 32])
+        );
     }
 }

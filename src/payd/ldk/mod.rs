@@ -186,6 +186,10 @@ pub struct ChannelInfo {
     pub is_usable: bool,
     /// Whether we funded it.
     pub is_outbound: bool,
+    /// HTLCs we offered that are not resolved yet.
+    pub pending_outbound_htlcs: usize,
+    /// HTLCs offered to us that are not resolved yet.
+    pub pending_inbound_htlcs: usize,
 }
 
 /// Channel lifecycle notifications (internal to the engine and its tests).
@@ -270,8 +274,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn user_config() -> UserConfig {
-    let mut c = UserConfig::default();
-    c.manually_accept_inbound_channels = true;
+    let mut c = UserConfig {
+        manually_accept_inbound_channels: true,
+        ..UserConfig::default()
+    };
     c.channel_handshake_config
         .max_inbound_htlc_value_in_flight_percent_of_channel = 100;
     c
@@ -479,7 +485,12 @@ impl LdkEngine {
 
     /// Feature bits (big-endian, as in Init) that peerd must OR into the Init it sends.
     pub fn init_features(&self) -> Vec<u8> {
-        let mut be = self.inner.cm.provided_init_features(self.inner.node_id).le_flags().to_vec();
+        let mut be = self
+            .inner
+            .cm
+            .provided_init_features(self.inner.node_id)
+            .le_flags()
+            .to_vec();
         be.reverse();
         bridge::clear_feature_bits_be(&mut be, UNSUPPORTED_FEATURE_BITS);
         let first = be.iter().position(|b| *b != 0).unwrap_or(be.len());
@@ -566,7 +577,10 @@ impl LdkEngine {
                 .cm
                 .peer_connected(node_id, &init, inbound)
                 .map_err(|()| proto("the channel engine refused the peer".into()))?;
-            let _ = self.inner.chain_monitor.peer_connected(node_id, &init, inbound);
+            let _ = self
+                .inner
+                .chain_monitor
+                .peer_connected(node_id, &init, inbound);
             peers.insert(
                 node_id,
                 Session {
@@ -616,14 +630,14 @@ impl LdkEngine {
                 ));
             };
             if self.limit_unknown_reestablish(session, raw) {
-                self.inner.reestablish_dropped.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .reestablish_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(Dispatched::Ignored(MSG_CHANNEL_REESTABLISH));
             }
             let r = bridge::dispatch(&*self.inner.cm, node_id, raw);
-            let drop_session = !matches!(
-                r,
-                Ok(Dispatched::Delivered(_)) | Ok(Dispatched::Ignored(_))
-            );
+            let drop_session =
+                !matches!(r, Ok(Dispatched::Delivered(_)) | Ok(Dispatched::Ignored(_)));
             if drop_session {
                 peers.remove(&node_id);
                 self.inner.cm.peer_disconnected(node_id);
@@ -669,7 +683,13 @@ impl LdkEngine {
         let mut cid = [0u8; 32];
         cid.copy_from_slice(id);
         let cid = ChannelId(cid);
-        if self.inner.cm.list_channels().iter().any(|c| c.channel_id == cid) {
+        if self
+            .inner
+            .cm
+            .list_channels()
+            .iter()
+            .any(|c| c.channel_id == cid)
+        {
             return false;
         }
         let n = session.unknown_reestablish.entry(cid).or_insert(0);
@@ -697,9 +717,9 @@ impl LdkEngine {
         }
         let mut rx = self.inner.channel_events.subscribe();
         let mut uid = [0u8; 16];
-        uid.copy_from_slice(&lightning::sign::EntropySource::get_secure_random_bytes(
-            &self.inner.entropy,
-        )[..16]);
+        uid.copy_from_slice(
+            &lightning::sign::EntropySource::get_secure_random_bytes(&self.inner.entropy)[..16],
+        );
         let user_channel_id = u128::from_be_bytes(uid);
         self.inner
             .cm
@@ -747,12 +767,12 @@ impl LdkEngine {
                 }
             }
         };
-        let channel_id = tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| PaydError::OperationTimeout {
+        let channel_id = tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            PaydError::OperationTimeout {
                 what: "channel open",
                 after: timeout,
-            })??;
+            }
+        })??;
         self.channels()
             .into_iter()
             .find(|c| c.channel_id == channel_id)
@@ -790,6 +810,8 @@ impl LdkEngine {
                 inbound_capacity_msat: c.inbound_capacity_msat,
                 is_usable: c.is_usable,
                 is_outbound: c.is_outbound,
+                pending_outbound_htlcs: c.pending_outbound_htlcs.len(),
+                pending_inbound_htlcs: c.pending_inbound_htlcs.len(),
             })
             .collect()
     }
@@ -922,12 +944,16 @@ impl LdkEngine {
 
     fn ldk_knows_payment(&self, hash: [u8; 32]) -> bool {
         let id = PaymentId(hash);
-        self.inner.cm.list_recent_payments().iter().any(|p| match p {
-            RecentPaymentDetails::AwaitingInvoice { payment_id }
-            | RecentPaymentDetails::Pending { payment_id, .. }
-            | RecentPaymentDetails::Fulfilled { payment_id, .. }
-            | RecentPaymentDetails::Abandoned { payment_id, .. } => *payment_id == id,
-        })
+        self.inner
+            .cm
+            .list_recent_payments()
+            .iter()
+            .any(|p| match p {
+                RecentPaymentDetails::AwaitingInvoice { payment_id }
+                | RecentPaymentDetails::Pending { payment_id, .. }
+                | RecentPaymentDetails::Fulfilled { payment_id, .. }
+                | RecentPaymentDetails::Abandoned { payment_id, .. } => *payment_id == id,
+            })
     }
 
     fn send_payment(
@@ -949,7 +975,9 @@ impl LdkEngine {
         );
         let result = match r {
             Ok(()) => Ok(()),
-            Err(Bolt11PaymentError::SendingFailed(RetryableSendFailure::DuplicatePayment)) => Ok(()),
+            Err(Bolt11PaymentError::SendingFailed(RetryableSendFailure::DuplicatePayment)) => {
+                Ok(())
+            }
             Err(e) => {
                 let reason = format!("not sent: {e:?}");
                 if lock(&self.inner.store).payment_failed(&hash, &reason, now_secs())? {

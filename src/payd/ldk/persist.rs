@@ -6,8 +6,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::chainmonitor::Persist;
+use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
 use lightning::chain::ChannelMonitorUpdateStatus;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::util::persist::MonitorName;

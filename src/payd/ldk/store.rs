@@ -9,9 +9,7 @@ use std::str::FromStr;
 use lightning::bitcoin::secp256k1::PublicKey;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::payd::backend::{
-    InvoiceRecord, InvoiceStatus, PaydError, PaymentRecord, PaymentStatus,
-};
+use crate::payd::backend::{InvoiceRecord, InvoiceStatus, PaydError, PaymentRecord, PaymentStatus};
 
 /// Current schema version.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -166,10 +164,8 @@ impl Store {
             .map_err(db("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db("setting synchronous=FULL"))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
-        )
-        .map_err(db("creating schema_version"))?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);")
+            .map_err(db("creating schema_version"))?;
         let version: Option<i64> = conn
             .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
             .map_err(db("reading schema_version"))?;
@@ -189,7 +185,8 @@ impl Store {
         }
         if from < 1 {
             let tx = self.conn.transaction().map_err(db("starting migration"))?;
-            tx.execute_batch(SCHEMA_V1).map_err(db("creating schema v1"))?;
+            tx.execute_batch(SCHEMA_V1)
+                .map_err(db("creating schema v1"))?;
             tx.execute("INSERT INTO schema_version (version) VALUES (1)", [])
                 .map_err(db("recording schema v1"))?;
             tx.commit().map_err(db("committing migration"))?;
@@ -247,7 +244,11 @@ impl Store {
     }
 
     /// Look up an invoice.
-    pub fn invoice(&self, payment_hash: &[u8; 32], now: u64) -> Result<Option<InvoiceRecord>, PaydError> {
+    pub fn invoice(
+        &self,
+        payment_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<InvoiceRecord>, PaydError> {
         self.conn
             .query_row(
                 &format!("SELECT {INVOICE_COLS} FROM invoices WHERE payment_hash = ?1"),
@@ -391,9 +392,18 @@ mod tests {
         let s = Store::open_in_memory().expect("db");
         assert_eq!(s.schema_version().expect("version"), SCHEMA_VERSION);
         s.insert_invoice(&invoice(1)).expect("insert");
-        assert!(s.insert_invoice(&invoice(1)).is_err(), "duplicate hash refused");
-        assert_eq!(s.invoice(&[1; 32], 150).expect("get").map(|i| i.status), Some(InvoiceStatus::Open));
-        assert_eq!(s.invoice(&[1; 32], 200).expect("get").map(|i| i.status), Some(InvoiceStatus::Expired));
+        assert!(
+            s.insert_invoice(&invoice(1)).is_err(),
+            "duplicate hash refused"
+        );
+        assert_eq!(
+            s.invoice(&[1; 32], 150).expect("get").map(|i| i.status),
+            Some(InvoiceStatus::Open)
+        );
+        assert_eq!(
+            s.invoice(&[1; 32], 200).expect("get").map(|i| i.status),
+            Some(InvoiceStatus::Expired)
+        );
         assert!(s.settle_invoice(&[1; 32], 1000, 160).expect("settle"));
         assert!(!s.settle_invoice(&[1; 32], 1000, 161).expect("settle again"));
         assert!(!s.settle_invoice(&[7; 32], 1000, 161).expect("unknown"));
@@ -419,9 +429,13 @@ mod tests {
             updated_at: 10,
         };
         assert!(s.insert_pending_payment(&rec).expect("insert"));
-        assert!(!s.insert_pending_payment(&rec).expect("second insert is a no-op"));
+        assert!(!s
+            .insert_pending_payment(&rec)
+            .expect("second insert is a no-op"));
         assert!(s.payment_succeeded(&[5; 32], &[6; 32], 3, 11).expect("ok"));
-        assert!(!s.payment_failed(&[5; 32], "late failure", 12).expect("no downgrade"));
+        assert!(!s
+            .payment_failed(&[5; 32], "late failure", 12)
+            .expect("no downgrade"));
         let got = s.payment(&[5; 32]).expect("get").expect("present");
         assert_eq!(got.status, PaymentStatus::Succeeded);
         assert_eq!(got.preimage, Some([6; 32]));
@@ -457,6 +471,9 @@ mod tests {
         conn.execute("INSERT INTO schema_version (version) VALUES (99)", [])
             .expect("bump");
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(PaydError::CorruptState { .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(PaydError::CorruptState { .. })
+        ));
     }
 }
