@@ -637,3 +637,203 @@ pub trait PaymentBackend: Send + Sync {
     /// Invoices we issued, oldest first.
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lightning::bitcoin::hashes::{sha256, Hash};
+    use lightning::bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use lightning_invoice::{InvoiceBuilder, PaymentSecret};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key(b: u8) -> (SecretKey, PublicKey) {
+        let sk = SecretKey::from_slice(&[b; 32]).expect("valid constant key");
+        (sk, PublicKey::from_secret_key(&Secp256k1::new(), &sk))
+    }
+
+    fn build(currency: Currency, amount: Option<u64>, dh: Option<[u8; 32]>) -> String {
+        let (sk, _) = key(7);
+        let secp = Secp256k1::new();
+        let b = InvoiceBuilder::new(currency);
+        let b = match dh {
+            Some(h) => b.description_hash(sha256::Hash::from_byte_array(h)),
+            None => b.description("plain".into()),
+        };
+        let b = b
+            .payment_hash(sha256::Hash::from_byte_array([1; 32]))
+            .payment_secret(PaymentSecret([2; 32]))
+            .duration_since_epoch(Duration::from_secs(NOW))
+            .min_final_cltv_expiry_delta(18)
+            .expiry_time(Duration::from_secs(300));
+        let inv = match amount {
+            Some(a) => b
+                .amount_milli_satoshis(a)
+                .build_signed(|m| secp.sign_ecdsa_recoverable(m, &sk)),
+            None => b.build_signed(|m| secp.sign_ecdsa_recoverable(m, &sk)),
+        };
+        inv.expect("test invoice builds").to_string()
+    }
+
+    fn expected() -> ExpectedInvoice {
+        ExpectedInvoice {
+            amount_msat: 5_000,
+            payee: key(7).1,
+            description_hash: [9; 32],
+            not_after_secs: Some(NOW + 305),
+        }
+    }
+
+    #[test]
+    fn decode_reports_fields() {
+        let s = build(Currency::Regtest, Some(5_000), Some([9; 32]));
+        let d = decode_bolt11(&s).expect("decodes");
+        assert!(s.starts_with("lnbcrt"));
+        assert_eq!(d.currency, "bcrt");
+        assert_eq!(d.amount_msat, Some(5_000));
+        assert_eq!(d.payee, key(7).1);
+        assert_eq!(d.description_hash, Some([9; 32]));
+        assert_eq!(d.payment_hash, [1; 32]);
+        assert_eq!(d.expires_at_secs(), NOW + 300);
+        assert!(matches!(
+            decode_bolt11("lnbcrt1xyz"),
+            Err(PaydError::InvalidInvoice { .. })
+        ));
+        // One flipped character breaks the checksum or the signature.
+        let mut bad = s.clone().into_bytes();
+        let i = bad.len() - 10;
+        bad[i] = if bad[i] == b'q' { b'p' } else { b'q' };
+        let bad = String::from_utf8(bad).expect("ascii");
+        assert!(decode_bolt11(&bad).is_err());
+    }
+
+    #[test]
+    fn check_accepts_matching_invoice() {
+        let d = decode_bolt11(&build(Currency::Regtest, Some(5_000), Some([9; 32]))).expect("ok");
+        check_invoice(&d, Some(&expected()), Network::Devnet, NOW + 10).expect("valid");
+        check_invoice(&d, Some(&expected()), Network::Regtest, NOW + 10).expect("valid");
+        check_invoice(&d, None, Network::Devnet, NOW).expect("valid without expectations");
+    }
+
+    #[test]
+    fn check_refuses_each_mismatch() {
+        let good = build(Currency::Regtest, Some(5_000), Some([9; 32]));
+        let d = decode_bolt11(&good).expect("ok");
+        let e = expected();
+        let r = check_invoice(&d, Some(&e), Network::Mainnet, NOW);
+        assert!(
+            matches!(r, Err(PaydError::WrongNetwork { ref expected, ref got, .. }) if expected == "bc" && got == "bcrt")
+        );
+        let r = check_invoice(&d, Some(&e), Network::Devnet, NOW + 300);
+        assert!(
+            matches!(r, Err(PaydError::InvoiceExpired { expired_at, .. }) if expired_at == NOW + 300)
+        );
+        let r = check_invoice(
+            &d,
+            Some(&ExpectedInvoice {
+                amount_msat: 4_999,
+                ..e.clone()
+            }),
+            Network::Devnet,
+            NOW,
+        );
+        assert!(matches!(
+            r,
+            Err(PaydError::WrongAmount {
+                expected_msat: 4_999,
+                got_msat: 5_000
+            })
+        ));
+        let r = check_invoice(
+            &d,
+            Some(&ExpectedInvoice {
+                payee: key(8).1,
+                ..e.clone()
+            }),
+            Network::Devnet,
+            NOW,
+        );
+        assert!(matches!(r, Err(PaydError::WrongPayee { .. })));
+        let r = check_invoice(
+            &d,
+            Some(&ExpectedInvoice {
+                description_hash: [8; 32],
+                ..e.clone()
+            }),
+            Network::Devnet,
+            NOW,
+        );
+        assert!(matches!(r, Err(PaydError::WrongDescriptionHash { .. })));
+        let r = check_invoice(
+            &d,
+            Some(&ExpectedInvoice {
+                not_after_secs: Some(NOW + 299),
+                ..e.clone()
+            }),
+            Network::Devnet,
+            NOW,
+        );
+        assert!(
+            matches!(r, Err(PaydError::InvoiceOutlivesQuote { invoice_expires_at, not_after }) if invoice_expires_at == NOW + 300 && not_after == NOW + 299)
+        );
+        let plain = decode_bolt11(&build(Currency::Regtest, Some(5_000), None)).expect("ok");
+        let r = check_invoice(&plain, Some(&e), Network::Devnet, NOW);
+        assert!(matches!(r, Err(PaydError::MissingDescriptionHash)));
+        let no_amount = decode_bolt11(&build(Currency::Regtest, None, Some([9; 32]))).expect("ok");
+        let r = check_invoice(&no_amount, None, Network::Devnet, NOW);
+        assert!(matches!(r, Err(PaydError::MissingAmount)));
+        let mainnet =
+            decode_bolt11(&build(Currency::Bitcoin, Some(5_000), Some([9; 32]))).expect("ok");
+        check_invoice(&mainnet, Some(&e), Network::Mainnet, NOW)
+            .expect("mainnet invoice on mainnet");
+        assert!(check_invoice(&mainnet, Some(&e), Network::Devnet, NOW).is_err());
+    }
+
+    #[test]
+    fn network_names_round_trip() {
+        for n in [
+            Network::Devnet,
+            Network::Regtest,
+            Network::Signet,
+            Network::Testnet,
+            Network::Mainnet,
+        ] {
+            assert_eq!(n.as_str().parse::<Network>().expect("parses"), n);
+        }
+        assert!(matches!(
+            "regnet".parse::<Network>(),
+            Err(PaydError::InvalidArgument {
+                field: "network",
+                ..
+            })
+        ));
+        assert_eq!(Network::Devnet.currency(), Currency::Regtest);
+        assert_eq!(
+            Network::Devnet.bitcoin_network(),
+            lightning::bitcoin::Network::Regtest
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = PaydError::WrongAmount {
+            expected_msat: 1,
+            got_msat: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "invoice amount is 2 msat but 1 msat was expected"
+        );
+        let e = PaydError::InsufficientCapacity {
+            needed_msat: 10,
+            available_msat: 3,
+        };
+        assert!(e.to_string().contains("10 msat needed"));
+        let e = PaydError::NoChannel { peer: None };
+        assert_eq!(e.to_string(), "no usable channel");
+        let e = PaydError::ChainSourceRequired {
+            network: Network::Mainnet,
+        };
+        assert!(e.to_string().contains("mainnet"));
+    }
+}
