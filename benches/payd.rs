@@ -1,8 +1,8 @@
 //! Payment latency over one devnet channel: the payd LDK engine (two engines joined by the
 //! in-process pump, with SQLite records and durable channel state) against the baseline of two
 //! bare LDK nodes on their own `PeerManager` over loopback TCP (TCP_NODELAY, no persistence), both
-//! measured in the same run. One iteration = create an invoice on the payee, pay it, wait for the
-//! preimage on the payer.
+//! measured in the same run. One iteration = create an invoice on the payee, pay it, wait until the
+//! payer has the preimage, the payee has the payment, and the channel has no HTLC left in flight.
 
 #[path = "../tests/payd_pump.rs"]
 mod pump;
@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lcp::payd::backend::{Network, PayParams, PaymentBackend};
-use lcp::payd::ldk::fabricate_funding_tx;
+use lcp::payd::backend::{Network, PayParams, PaydEvent, PaymentBackend};
+use lcp::payd::ldk::{fabricate_funding_tx, LdkEngine};
 use lightning::bitcoin::hashes::{sha256, Hash};
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Transaction;
@@ -48,7 +48,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct NullLogger;
 impl Logger for NullLogger {
-    fn log(&self, _record: Record) {}
+    fn log(&self, record: Record) {
+        if std::env::var_os("PAYD_BENCH_LOG").is_some() {
+            eprintln!("{:?} {} {}", record.level, record.module_path, record.args);
+        }
+    }
 }
 struct Fee;
 impl FeeEstimator for Fee {
@@ -104,6 +108,8 @@ type BarePeerManager = PeerManager<
 enum BareEvent {
     Ready,
     Sent([u8; 32]),
+    Claimed([u8; 32]),
+    Failed(String),
 }
 
 struct BareNode {
@@ -193,6 +199,7 @@ fn bare_node(seed: u8) -> BareNode {
     let (tx, events) = mpsc::unbounded_channel();
     let (dcm, dpm, dmon) = (cm.clone(), pm.clone(), chain_monitor);
     tokio::spawn(async move {
+        let to_claim = std::sync::Mutex::new(Vec::new());
         let handler = |event: Event| -> Result<(), ReplayEvent> {
             match event {
                 Event::OpenChannelRequest {
@@ -232,13 +239,25 @@ fn bare_node(seed: u8) -> BareNode {
                 }
                 Event::PaymentClaimable { purpose, .. } => {
                     if let Some(p) = purpose.preimage() {
-                        dcm.claim_funds(p);
+                        if let Ok(mut c) = to_claim.lock() {
+                            c.push(p);
+                        }
                     }
                 }
                 Event::PaymentSent { payment_hash, .. } => {
                     let _ = tx.send(BareEvent::Sent(payment_hash.0));
                 }
-                _ => {}
+                Event::PaymentClaimed { payment_hash, .. } => {
+                    let _ = tx.send(BareEvent::Claimed(payment_hash.0));
+                }
+                Event::PaymentFailed { reason, .. } => {
+                    let _ = tx.send(BareEvent::Failed(format!("{reason:?}")));
+                }
+                other => {
+                    if std::env::var_os("PAYD_BENCH_LOG").is_some() {
+                        eprintln!("event {other:?}");
+                    }
+                }
             }
             Ok(())
         };
@@ -247,11 +266,19 @@ fn bare_node(seed: u8) -> BareNode {
             let f2 = dmon.get_update_future();
             dcm.process_pending_events(&handler);
             dmon.process_pending_events(&handler);
-            if dcm.needs_pending_htlc_processing() {
+            let claims: Vec<_> = to_claim
+                .lock()
+                .map(|mut c| c.drain(..).collect())
+                .unwrap_or_default();
+            let claimed = !claims.is_empty();
+            for p in claims {
+                dcm.claim_funds(p);
+            }
+            dpm.process_events();
+            if dcm.needs_pending_htlc_processing() || claimed {
                 dcm.process_pending_htlc_forwards();
                 continue;
             }
-            dpm.process_events();
             tokio::select! {
                 _ = f1 => {}
                 _ = f2 => {}
@@ -308,7 +335,22 @@ async fn bare_pair() -> (BareNode, BareNode) {
     (a, b)
 }
 
-async fn bare_payment(a: &mut BareNode, b: &BareNode, n: u64) {
+async fn wait_bare(node: &mut BareNode, want: impl Fn(&BareEvent) -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = node.events.recv().await {
+            if let BareEvent::Failed(reason) = &ev {
+                panic!("baseline payment failed: {reason}");
+            }
+            if want(&ev) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("payment completes");
+}
+
+async fn bare_payment(a: &mut BareNode, b: &mut BareNode, n: u64) {
     let terms = sha256::Hash::hash(&n.to_be_bytes());
     let inv =
         b.cm.create_bolt11_invoice(Bolt11InvoiceParameters {
@@ -319,29 +361,48 @@ async fn bare_payment(a: &mut BareNode, b: &BareNode, n: u64) {
         })
         .expect("invoice");
     let hash = inv.payment_hash().to_byte_array();
-    a.cm.pay_for_bolt11_invoice(
+    // Both sides see the payment complete, so the next one starts on a quiet channel.
+    if let Err(e) = a.cm.pay_for_bolt11_invoice(
         &inv,
         PaymentId(hash),
         None,
         RouteParametersConfig::default(),
         Retry::Attempts(3),
-    )
-    .expect("payment sent");
+    ) {
+        let c = a.cm.list_channels();
+        panic!(
+            "payment {n} not sent: {e:?}; usable {:?} limit {:?} pending out {:?} in {:?}",
+            c.iter().map(|c| c.is_usable).collect::<Vec<_>>(),
+            c.iter()
+                .map(|c| c.next_outbound_htlc_limit_msat)
+                .collect::<Vec<_>>(),
+            c.iter()
+                .map(|c| c.pending_outbound_htlcs.len())
+                .collect::<Vec<_>>(),
+            c.iter()
+                .map(|c| c.pending_inbound_htlcs.len())
+                .collect::<Vec<_>>(),
+        );
+    }
     a.pm.process_events();
-    tokio::time::timeout(TIMEOUT, async {
-        while let Some(ev) = a.events.recv().await {
-            if matches!(ev, BareEvent::Sent(h) if h == hash) {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("payment completes");
+    wait_bare(a, |e| matches!(e, BareEvent::Sent(h) if *h == hash)).await;
+    wait_bare(b, |e| matches!(e, BareEvent::Claimed(h) if *h == hash)).await;
+    let deadline = Instant::now() + TIMEOUT;
+    while a
+        .cm
+        .list_channels()
+        .iter()
+        .any(|c| !c.is_usable || !c.pending_outbound_htlcs.is_empty())
+    {
+        assert!(Instant::now() < deadline, "channel quiet again");
+        tokio::task::yield_now().await;
+    }
 }
 
 // ---- payd engines through the pump ----
 
-async fn engine_payment(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend, n: u64) {
+async fn engine_payment(payer: &LdkEngine, payee: &LdkEngine, n: u64) {
+    let mut settled = payee.subscribe();
     let terms: [u8; 32] = sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
     let inv = payee
         .create_invoice(PAYMENT_MSAT, terms, 600)
@@ -349,7 +410,7 @@ async fn engine_payment(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend, 
         .expect("invoice");
     payer
         .pay(
-            inv.bolt11,
+            inv.bolt11.clone(),
             PayParams {
                 max_fee_msat: 0,
                 timeout: TIMEOUT,
@@ -358,6 +419,24 @@ async fn engine_payment(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend, 
         )
         .await
         .expect("payment");
+    tokio::time::timeout(TIMEOUT, async {
+        while let Ok(ev) = settled.recv().await {
+            if matches!(ev, PaydEvent::InvoiceSettled { payment_hash, .. } if payment_hash == inv.payment_hash) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("payee settles");
+    let deadline = Instant::now() + TIMEOUT;
+    while payer
+        .channels()
+        .iter()
+        .any(|c| !c.is_usable || c.pending_outbound_htlcs > 0)
+    {
+        assert!(Instant::now() < deadline, "channel quiet again");
+        tokio::task::yield_now().await;
+    }
 }
 
 fn payments(c: &mut Criterion) {
@@ -371,7 +450,7 @@ fn payments(c: &mut Criterion) {
         tempfile::tempdir().expect("tempdir"),
     );
     let (a, b, _link) = rt.block_on(pump::pair_with_channel(da.path(), db.path(), CHANNEL_SAT));
-    let (mut ba, bb) = rt.block_on(bare_pair());
+    let (mut ba, mut bb) = rt.block_on(bare_pair());
     let _: PublicKey = ba.cm.get_our_node_id();
 
     let mut g = c.benchmark_group("payd_payment");
@@ -380,25 +459,25 @@ fn payments(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(6));
     let mut n = 0u64;
-    g.bench_function("ldk_peermanager_tcp_baseline", |bench| {
-        bench.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    n += 1;
-                    bare_payment(&mut ba, &bb, n).await;
-                }
-                start.elapsed()
-            })
-        })
-    });
     g.bench_function("payd_engine_pump", |bench| {
         bench.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
                     n += 1;
-                    engine_payment(&*a.engine, &*b.engine, n).await;
+                    engine_payment(&a.engine, &b.engine, n).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("ldk_peermanager_tcp_baseline", |bench| {
+        bench.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    n += 1;
+                    bare_payment(&mut ba, &mut bb, n).await;
                 }
                 start.elapsed()
             })

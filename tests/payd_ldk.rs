@@ -428,6 +428,14 @@ async fn payment_survives_a_cut_at_every_point() {
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("cut after {k}: {e}"));
+        // Let the previous HTLC's removal finish before the next payment starts.
+        let (ea, eb) = (a.engine.clone(), b.engine.clone());
+        wait_until("channel quiet", || {
+            ea.channels().iter().chain(eb.channels().iter()).all(|c| {
+                c.is_usable && c.pending_outbound_htlcs == 0 && c.pending_inbound_htlcs == 0
+            })
+        })
+        .await;
         assert_eq!(
             <[u8; 32]>::from(Sha256::digest(paid.preimage)),
             inv.payment_hash
@@ -644,6 +652,14 @@ async fn restart_after_payment_keeps_records_and_channel() {
     b.rx = Some(rx_b);
     a.engine.shutdown().unwrap();
     b.engine.shutdown().unwrap();
+    assert!(matches!(
+        b.engine.create_invoice(1, terms("late"), 60).await,
+        Err(PaydError::BackendUnavailable { .. })
+    ));
+    assert!(matches!(
+        a.engine.pay(inv.bolt11.clone(), params(None)).await,
+        Err(PaydError::BackendUnavailable { .. })
+    ));
     let mut a = a.crash_and_restart();
     let mut b = b.crash_and_restart();
     let mut events = b.engine.subscribe();
@@ -675,4 +691,60 @@ async fn restart_after_payment_keeps_records_and_channel() {
         "old invoice not re-settled"
     );
     assert_eq!(link.incident_count(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_leaves_payment_pending_and_a_retry_waits_for_it() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, link) = pair_with_channel(da.path(), db.path(), 1_000_000).await;
+    let mut events = b.engine.subscribe();
+    let inv = b
+        .engine
+        .create_invoice(77_000, terms("timeout"), 600)
+        .await
+        .unwrap();
+    link.hold_after(0);
+    let short = PayParams {
+        max_fee_msat: 0,
+        timeout: Duration::from_millis(300),
+        expected: None,
+    };
+    let r = a.engine.pay(inv.bolt11.clone(), short).await;
+    assert!(
+        matches!(r, Err(PaydError::Timeout { .. })),
+        "held link times out: {r:?}"
+    );
+    let recs = a.engine.list_payments().await.unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        recs[0].status,
+        PaymentStatus::Pending,
+        "still in flight, not failed"
+    );
+    // A second call waits for the attempt in flight instead of paying again.
+    let payer = a.engine.clone();
+    let bolt11 = inv.bolt11.clone();
+    let retry = tokio::spawn(async move { payer.pay(bolt11, params(None)).await });
+    link.release();
+    let paid = retry.await.unwrap().unwrap();
+    assert_eq!(
+        <[u8; 32]>::from(Sha256::digest(paid.preimage)),
+        inv.payment_hash
+    );
+    assert_eq!(wait_settled(&mut events, inv.payment_hash).await, 77_000);
+    assert_eq!(settled_count(&mut events, inv.payment_hash), 0);
+    assert_eq!(a.engine.list_payments().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_channel_needs_a_connected_peer() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Node::start(da.path(), [0x0a; 32]);
+    let b = Node::start(db.path(), [0x0b; 32]);
+    let r = a
+        .engine
+        .open_channel(b.id(), 100_000, Duration::from_secs(5))
+        .await;
+    assert!(matches!(r, Err(PaydError::PeerNotConnected { peer }) if peer == b.id()));
+    assert!(a.engine.channels().is_empty());
 }

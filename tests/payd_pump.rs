@@ -194,6 +194,11 @@ impl Link {
         self.limit.send_replace(Some(now + n));
     }
 
+    /// Deliver everything again.
+    pub fn release(&self) {
+        self.limit.send_replace(None);
+    }
+
     /// Wait until the budget set by `hold_after` is used up.
     pub async fn wait_held(&mut self) {
         let Some(l) = *self.limit.borrow() else {

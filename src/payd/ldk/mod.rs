@@ -856,7 +856,17 @@ impl LdkEngine {
         Ok(())
     }
 
+    fn ensure_running(&self) -> Result<(), PaydError> {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return Err(PaydError::BackendUnavailable {
+                reason: "the LDK engine was shut down".into(),
+            });
+        }
+        Ok(())
+    }
+
     async fn pay_inner(&self, bolt11: String, params: PayParams) -> Result<PaidInvoice, PaydError> {
+        self.ensure_running()?;
         let invoice = Bolt11Invoice::from_str_checked(&bolt11)?;
         let decoded = describe_invoice(&invoice, bolt11.trim());
         let network = self.inner.config.network;
@@ -979,16 +989,12 @@ impl LdkEngine {
                 Ok(())
             }
             Err(e) => {
-                let reason = format!("not sent: {e:?}");
-                if lock(&self.inner.store).payment_failed(&hash, &reason, now_secs())? {
-                    let _ = self.inner.events.send(PaydEvent::PaymentFailed {
-                        payment_hash: hash,
-                        reason: reason.clone(),
-                    });
-                }
+                // Refused before anything left the node: forget the attempt, so that a later
+                // call can try again (the same as a refused pre-check).
+                lock(&self.inner.store).forget_unsent_payment(&hash)?;
                 Err(PaydError::PaymentFailed {
                     payment_hash: hex::encode(hash),
-                    reason,
+                    reason: format!("not sent: {e:?}"),
                 })
             }
         };
@@ -1344,6 +1350,7 @@ impl PaymentBackend for LdkEngine {
         expiry_secs: u32,
     ) -> BoxFuture<'_, Result<CreatedInvoice, PaydError>> {
         Box::pin(async move {
+            self.ensure_running()?;
             if amount_msat == 0 {
                 return Err(PaydError::InvalidArgument {
                     field: "amount_msat",

@@ -293,6 +293,19 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Forget a pending payment that was refused before anything was sent, so a later attempt
+    /// can be made. Returns `true` if a pending record was removed.
+    pub fn forget_unsent_payment(&self, payment_hash: &[u8; 32]) -> Result<bool, PaydError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM payments WHERE payment_hash = ?1 AND status = 'pending'",
+                params![&payment_hash[..]],
+            )
+            .map_err(db("forgetting an unsent payment"))?;
+        Ok(n == 1)
+    }
+
     /// Mark a payment succeeded. Returns `true` if this changed the record.
     pub fn payment_succeeded(
         &self,
