@@ -345,7 +345,8 @@ impl PeerdNode {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let endpoint = crate::node::unique_inproc();
-        let broker = crate::bus::ZmqBroker::start(crate::bus::BrokerConfig { inproc: Some(endpoint.clone()), remote: None })?;
+        let broker =
+            crate::bus::ZmqBroker::start(crate::bus::BrokerConfig { inproc: Some(endpoint.clone()), remote: None })?;
         let node = crate::demo::node_config(dir.path())?.node;
         let args = crate::peerd::PeerdArgs { listen: Some("127.0.0.1:0".into()), ..Default::default() };
         let config = crate::peerd::PeerdConfig::resolve(&node, &args, &Default::default())?;
@@ -355,7 +356,8 @@ impl PeerdNode {
             b.wait_ready(PATIENCE).await?;
             Ok::<_, anyhow::Error>(b)
         };
-        let (lcpd, payd, client) = (join(ServiceId::Lcpd).await?, join(ServiceId::Payd).await?, join(ServiceId::Client("test".into())).await?);
+        let (lcpd, payd, client) =
+            (join(ServiceId::Lcpd).await?, join(ServiceId::Payd).await?, join(ServiceId::Client("test".into())).await?);
         let (node_id, listen) = poll_until(PATIENCE, "peerd registered", || async {
             let s = services(&client).await.ok()?;
             let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
@@ -382,7 +384,10 @@ impl PeerdNode {
     }
 
     /// Starts peerd with `config` on the bus at `endpoint`.
-    pub fn spawn_peerd(endpoint: &Endpoint, config: &crate::peerd::PeerdConfig) -> anyhow::Result<crate::node::ServiceThread> {
+    pub fn spawn_peerd(
+        endpoint: &Endpoint,
+        config: &crate::peerd::PeerdConfig,
+    ) -> anyhow::Result<crate::node::ServiceThread> {
         let c = config.clone();
         let f = crate::node::service_fn(move |b, s| async move { Ok(crate::peerd::run(c, b, s).await?) });
         Ok(crate::node::ServiceThread::spawn(
@@ -395,7 +400,9 @@ impl PeerdNode {
     }
 
     /// The next peerd event a stand-in received.
-    pub async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<crate::bus::Incoming>) -> anyhow::Result<crate::bus::api::PeerdApi> {
+    pub async fn next_event(
+        rx: &mut tokio::sync::mpsc::Receiver<crate::bus::Incoming>,
+    ) -> anyhow::Result<crate::bus::api::PeerdApi> {
         loop {
             let m = tokio::time::timeout(PATIENCE, rx.recv())
                 .await

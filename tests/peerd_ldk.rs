@@ -353,3 +353,66 @@ async fn ldk_pings_are_answered_by_our_hooks() {
     assert!(ldk.pm.peer_by_node_id(&PublicKey::from_slice(&our_id.to_bytes()).expect("id")).is_some());
     assert!(!conn.handle.is_closed());
 }
+
+/// The whole peerd runtime (init exchange with our features, routing to lcpd, `Send` from lcpd)
+/// against LDK, LDK dialing us and us dialing LDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldk_and_the_peerd_runtime_exchange_lcp_messages_both_ways() {
+    use lcp::bus::api::{Body, PeerdApi};
+    use lcp::bus::ServiceId;
+    use lcp::testkit::PeerdNode;
+
+    for ldk_dials in [true, false] {
+        let mut ldk = ldk_node();
+        let mut p = PeerdNode::start().await.expect("peerd");
+        let our_pk = PublicKey::from_slice(&hex::decode(&p.node_id).expect("hex")).expect("key");
+        let ldk_hex = hex::encode(ldk.node_id.serialize());
+        if ldk_dials {
+            let addr: SocketAddr = p.listen.parse().expect("addr");
+            let pm = Arc::clone(&ldk.pm);
+            tokio::spawn(async move {
+                if let Some(fut) = lightning_net_tokio::connect_outbound(pm, our_pk, addr).await {
+                    fut.await;
+                }
+            });
+        } else {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = tcp.local_addr().expect("addr");
+            let pm = Arc::clone(&ldk.pm);
+            tokio::spawn(async move {
+                let (stream, _) = tcp.accept().await.expect("accept");
+                lightning_net_tokio::setup_inbound(pm, stream.into_std().expect("std")).await;
+            });
+            let req = PeerdApi::Connect { node_id: ldk_hex.clone(), addr: addr.to_string(), persistent: false };
+            let r = p.client.request(&ServiceId::Peerd, Body::Peerd(req), WAIT).await.expect("connect to LDK");
+            assert!(matches!(r, Body::Peerd(PeerdApi::Connected(_))), "{r:?}");
+        }
+        // LDK accepted our init (features, chain), and peerd told lcpd about the peer.
+        assert_eq!(next(&mut ldk.connected, "LDK peer_connected").await, our_pk);
+        let session = match PeerdNode::next_event(&mut p.lcpd_rx).await.expect("event") {
+            PeerdApi::PeerConnected { peer, their_init } => {
+                assert_eq!(peer.node_id, ldk_hex);
+                Init::read_from_fixed_length_buffer(&mut &their_init[2..]).expect("LDK's init as peerd kept it");
+                peer.session
+            }
+            other => panic!("{other:?}"),
+        };
+        // LDK -> our lcpd.
+        let payload = vec![1u8, 2, 0, 2];
+        ldk.recorder.outbox.lock().expect("lock").push((our_pk, Custom { ty: LCP_MANIFEST, data: payload.clone() }));
+        ldk.pm.process_events();
+        match PeerdNode::next_event(&mut p.lcpd_rx).await.expect("message") {
+            PeerdApi::Message { seq, msg, .. } => {
+                assert_eq!(seq, 0);
+                assert_eq!(msg, [&LCP_MANIFEST.to_be_bytes()[..], &payload].concat());
+            }
+            other => panic!("{other:?}"),
+        }
+        // our lcpd -> LDK.
+        let manifest = hex::decode("a461010200020b0240000e034000000f03800000").expect("hex");
+        let send = PeerdApi::Send { node_id: ldk_hex.clone(), session, msg: manifest.clone() };
+        p.lcpd.send_event(&ServiceId::Peerd, Body::Peerd(send)).expect("send");
+        let (from, got) = next(&mut ldk.received, "manifest at LDK").await;
+        assert_eq!((from, got.data), (our_pk, manifest[2..].to_vec()));
+    }
+}

@@ -55,7 +55,9 @@ pub async fn run(bus: &Bus, cmd: PeerCmd, as_json: bool, timeout: Duration) -> R
         PeerCmd::Connect { uri, persistent } => {
             let (node_id, addr) = crate::peerd::opts::parse_peer_uri(&uri).map_err(CliError::Other)?;
             // The BOLT #8 handshake and init exchange may take longer than a plain request.
-            match ask(bus, PeerdApi::Connect { node_id, addr, persistent }, timeout.max(Duration::from_secs(15))).await? {
+            match ask(bus, PeerdApi::Connect { node_id, addr, persistent }, timeout.max(Duration::from_secs(15)))
+                .await?
+            {
                 PeerdApi::Connected(p) if as_json => json(&p),
                 PeerdApi::Connected(p) => Ok(format!("connected: {}", row(&p))),
                 other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
@@ -73,10 +75,12 @@ pub async fn run(bus: &Bus, cmd: PeerCmd, as_json: bool, timeout: Duration) -> R
             }
             other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
         },
-        PeerCmd::Disconnect { node_id } => match ask(bus, PeerdApi::Disconnect { node_id: node_id.clone() }, timeout).await? {
-            PeerdApi::Done if as_json => Ok("{}".into()),
-            PeerdApi::Done => Ok(format!("disconnected {node_id}")),
-            other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
-        },
+        PeerCmd::Disconnect { node_id } => {
+            match ask(bus, PeerdApi::Disconnect { node_id: node_id.clone() }, timeout).await? {
+                PeerdApi::Done if as_json => Ok("{}".into()),
+                PeerdApi::Done => Ok(format!("disconnected {node_id}")),
+                other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
+            }
+        }
     }
 }

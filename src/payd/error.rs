@@ -4,7 +4,7 @@ use crate::bus::{BusError, ErrorCode, ToErrorCode};
 
 /// Everything that can go wrong in payd.
 #[derive(Debug, thiserror::Error)]
-pub enum PaydError {
+pub enum PaydServiceError {
     #[error(transparent)]
     Datadir(#[from] crate::datadir::DatadirError),
     #[error(transparent)]
@@ -13,11 +13,11 @@ pub enum PaydError {
     Bus(#[from] BusError),
 }
 
-impl ToErrorCode for PaydError {
+impl ToErrorCode for PaydServiceError {
     fn code(&self) -> ErrorCode {
         match self {
-            PaydError::Datadir(_) | PaydError::Store(_) => ErrorCode::Internal,
-            PaydError::Bus(e) => e.code(),
+            PaydServiceError::Datadir(_) | PaydServiceError::Store(_) => ErrorCode::Internal,
+            PaydServiceError::Bus(e) => e.code(),
         }
     }
 }

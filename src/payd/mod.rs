@@ -1,11 +1,16 @@
-//! payd: Payments behind payment backends (embedded LDK channel engine, lnd).
+//! payd: payments behind payment backends (embedded LDK channel engine; lnd to come).
 //!
 //! Shape shared by every service: [`opts`] (flags, env, file), [`runtime`] (`run`), [`error`].
+//! The [`backend`] trait and its checks, the embedded LDK engine ([`ldk`]), and the conformance
+//! suite every backend must pass ([`conformance`]) are libraries the runtime drives.
 
+pub mod backend;
+pub mod conformance;
 pub mod error;
+pub mod ldk;
 pub mod opts;
 pub mod runtime;
 
-pub use error::PaydError;
+pub use error::PaydServiceError;
 pub use opts::{PaydArgs, PaydConfig, PaydFile};
 pub use runtime::run;

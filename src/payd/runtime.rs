@@ -1,6 +1,6 @@
 //! payd's runtime: `run(config, bus, shutdown)`.
 
-use super::{PaydConfig, PaydError};
+use super::{PaydConfig, PaydServiceError};
 use crate::bus::Bus;
 use crate::datadir::Datadir;
 use crate::node;
@@ -13,7 +13,7 @@ pub const TARGET: &str = "payd";
 pub const MIGRATIONS: &[&str] = &[];
 
 /// Runs payd until `shutdown` fires.
-pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PaydError> {
+pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PaydServiceError> {
     let dd = Datadir::open(&config.node.datadir)?;
     let key = dd.node_secret()?;
     let _db = crate::store::open(&dd.db_path("payd"), MIGRATIONS)?;

@@ -8,11 +8,15 @@ use crate::config::Network;
 use crate::wire::bolt1::Init;
 use lightning::bitcoin::constants::ChainHash;
 
-/// Our features, big-endian as on the wire.
+/// Our features, big-endian as on the wire: LDK's, less the bits whose messages the channel
+/// engine does not handle (the same set payd's engine advertises).
 pub fn our_features() -> Vec<u8> {
     let f = lightning::ln::channelmanager::provided_init_features(&lightning::util::config::UserConfig::default());
     let mut be = f.le_flags().to_vec();
     be.reverse();
+    crate::payd::ldk::bridge::clear_feature_bits_be(&mut be, crate::payd::ldk::UNSUPPORTED_FEATURE_BITS);
+    let first = be.iter().position(|b| *b != 0).unwrap_or(be.len());
+    be.drain(..first);
     be
 }
 
@@ -69,6 +73,17 @@ mod tests {
         assert!(bit(&f, 12) || bit(&f, 13), "static_remote_key");
         assert!(bit(&f, 14) || bit(&f, 15), "payment_secret");
         assert!(check_their_init(&our_init(Network::Devnet), Network::Devnet).is_ok());
+    }
+
+    #[test]
+    fn every_channel_engine_message_is_routed_to_payd() {
+        use crate::wire::{classify, MessageClass};
+        for t in crate::payd::ldk::CHANNEL_MESSAGE_TYPES {
+            let c = classify(*t);
+            // error and warning are control messages; peerd forwards them to payd as well.
+            let routed = c == MessageClass::Channel || matches!(*t, 1 | 17);
+            assert!(routed, "type {t} is handled by the engine but classified {c:?}");
+        }
     }
 
     #[test]

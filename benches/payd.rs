@@ -1,0 +1,407 @@
+//! Payment latency over one devnet channel: the payd LDK engine (two engines joined by the
+//! in-process pump, with SQLite records and durable channel state) against the baseline of two
+//! bare LDK nodes on their own `PeerManager` over loopback TCP (TCP_NODELAY, no persistence), both
+//! measured in the same run. One iteration = create an invoice on the payee, pay it, wait until the
+//! payer has the preimage, the payee has the payment, and the channel has no HTLC left in flight.
+
+#[path = "../tests/payd_pump.rs"]
+mod pump;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lcp::payd::backend::{Network, PayParams, PaydEvent, PaymentBackend};
+use lcp::payd::ldk::{fabricate_funding_tx, LdkEngine};
+use lightning::bitcoin::hashes::{sha256, Hash};
+use lightning::bitcoin::secp256k1::PublicKey;
+use lightning::bitcoin::Transaction;
+use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
+use lightning::chain::{BestBlock, ChannelMonitorUpdateStatus, Filter};
+use lightning::events::{Event, EventsProvider, ReplayEvent};
+use lightning::ln::channelmanager::{
+    Bolt11InvoiceParameters, ChainParameters, ChannelManager, PaymentId, Retry, SimpleArcChannelManager,
+};
+use lightning::ln::peer_handler::{IgnoringMessageHandler, MessageHandler, PeerManager};
+use lightning::onion_message::messenger::DefaultMessageRouter;
+use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::router::{DefaultRouter, RouteParametersConfig};
+use lightning::routing::scoring::{
+    ProbabilisticScorer, ProbabilisticScoringDecayParameters, ProbabilisticScoringFeeParameters,
+};
+use lightning::sign::{InMemorySigner, KeysManager, NodeSigner};
+use lightning::util::config::UserConfig;
+use lightning::util::logger::{Logger, Record};
+use lightning::util::persist::MonitorName;
+use lightning_invoice::{Bolt11InvoiceDescription, Sha256};
+use lightning_net_tokio::SocketDescriptor;
+use tokio::sync::mpsc;
+
+const CHANNEL_SAT: u64 = 16_000_000;
+const PAYMENT_MSAT: u64 = 1_000_000;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---- baseline: bare LDK nodes on PeerManager over TCP ----
+
+struct NullLogger;
+impl Logger for NullLogger {
+    fn log(&self, record: Record) {
+        if std::env::var_os("PAYD_BENCH_LOG").is_some() {
+            eprintln!("{:?} {} {}", record.level, record.module_path, record.args);
+        }
+    }
+}
+struct Fee;
+impl FeeEstimator for Fee {
+    fn get_est_sat_per_1000_weight(&self, _t: ConfirmationTarget) -> u32 {
+        253
+    }
+}
+struct NullBroadcaster;
+impl BroadcasterInterface for NullBroadcaster {
+    fn broadcast_transactions(&self, _txs: &[&Transaction]) {}
+}
+struct NullPersister;
+impl Persist<InMemorySigner> for NullPersister {
+    fn persist_new_channel(&self, _n: MonitorName, _m: &ChannelMonitor<InMemorySigner>) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn update_persisted_channel(
+        &self,
+        _n: MonitorName,
+        _u: Option<&ChannelMonitorUpdate>,
+        _m: &ChannelMonitor<InMemorySigner>,
+    ) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn archive_persisted_channel(&self, _n: MonitorName) {}
+}
+
+type BareChainMonitor = ChainMonitor<
+    InMemorySigner,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<NullBroadcaster>,
+    Arc<Fee>,
+    Arc<NullLogger>,
+    Arc<NullPersister>,
+    Arc<KeysManager>,
+>;
+type BareManager = SimpleArcChannelManager<BareChainMonitor, NullBroadcaster, Fee, NullLogger>;
+type BarePeerManager = PeerManager<
+    SocketDescriptor,
+    Arc<BareManager>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<NullLogger>,
+    Arc<IgnoringMessageHandler>,
+    Arc<KeysManager>,
+    Arc<IgnoringMessageHandler>,
+>;
+
+enum BareEvent {
+    Ready,
+    Sent([u8; 32]),
+    Claimed([u8; 32]),
+    Failed(String),
+}
+
+struct BareNode {
+    cm: Arc<BareManager>,
+    pm: Arc<BarePeerManager>,
+    events: mpsc::UnboundedReceiver<BareEvent>,
+}
+
+fn bare_node(seed: u8) -> BareNode {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let keys = Arc::new(KeysManager::new(&[seed; 32], now.as_secs(), now.subsec_nanos(), true));
+    let logger = Arc::new(NullLogger);
+    let fees = Arc::new(Fee);
+    let bcast = Arc::new(NullBroadcaster);
+    let chain_monitor = Arc::new(ChainMonitor::new(
+        None,
+        bcast.clone(),
+        logger.clone(),
+        fees.clone(),
+        Arc::new(NullPersister),
+        keys.clone(),
+        keys.get_peer_storage_key(),
+    ));
+    let graph = Arc::new(NetworkGraph::new(lightning::bitcoin::Network::Regtest, logger.clone()));
+    let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
+        ProbabilisticScoringDecayParameters::default(),
+        graph.clone(),
+        logger.clone(),
+    )));
+    let router = Arc::new(DefaultRouter::new(
+        graph.clone(),
+        logger.clone(),
+        keys.clone(),
+        scorer,
+        ProbabilisticScoringFeeParameters::default(),
+    ));
+    let msg_router = Arc::new(DefaultMessageRouter::new(graph, keys.clone()));
+    let mut config = UserConfig { manually_accept_inbound_channels: true, ..UserConfig::default() };
+    config.channel_handshake_config.max_inbound_htlc_value_in_flight_percent_of_channel = 100;
+    let network = lightning::bitcoin::Network::Regtest;
+    let cm = Arc::new(ChannelManager::new(
+        fees,
+        chain_monitor.clone(),
+        bcast,
+        router,
+        msg_router,
+        logger.clone(),
+        keys.clone(),
+        keys.clone(),
+        keys.clone(),
+        config,
+        ChainParameters { network, best_block: BestBlock::from_network(network) },
+        now.as_secs() as u32,
+    ));
+    let ignore = Arc::new(IgnoringMessageHandler {});
+    let pm = Arc::new(PeerManager::new(
+        MessageHandler {
+            chan_handler: cm.clone(),
+            route_handler: Arc::clone(&ignore),
+            onion_message_handler: Arc::clone(&ignore),
+            custom_message_handler: Arc::clone(&ignore),
+            send_only_message_handler: ignore,
+        },
+        now.as_secs() as u32,
+        &[seed ^ 0x55; 32],
+        logger,
+        keys,
+    ));
+    let (tx, events) = mpsc::unbounded_channel();
+    let (dcm, dpm, dmon) = (cm.clone(), pm.clone(), chain_monitor);
+    tokio::spawn(async move {
+        let to_claim = std::sync::Mutex::new(Vec::new());
+        let handler = |event: Event| -> Result<(), ReplayEvent> {
+            match event {
+                Event::OpenChannelRequest { temporary_channel_id, counterparty_node_id, .. } => {
+                    let _ = dcm.accept_inbound_channel_from_trusted_peer_0conf(
+                        &temporary_channel_id,
+                        &counterparty_node_id,
+                        0,
+                        None,
+                    );
+                }
+                Event::FundingGenerationReady {
+                    temporary_channel_id,
+                    counterparty_node_id,
+                    channel_value_satoshis,
+                    output_script,
+                    ..
+                } => {
+                    if let Ok(tx) =
+                        fabricate_funding_tx(Network::Devnet, channel_value_satoshis, output_script, [seed; 32])
+                    {
+                        let _ = dcm.funding_transaction_generated(temporary_channel_id, counterparty_node_id, tx);
+                    }
+                }
+                Event::ChannelReady { .. } => {
+                    let _ = tx.send(BareEvent::Ready);
+                }
+                Event::PaymentClaimable { purpose, .. } => {
+                    if let Some(p) = purpose.preimage() {
+                        if let Ok(mut c) = to_claim.lock() {
+                            c.push(p);
+                        }
+                    }
+                }
+                Event::PaymentSent { payment_hash, .. } => {
+                    let _ = tx.send(BareEvent::Sent(payment_hash.0));
+                }
+                Event::PaymentClaimed { payment_hash, .. } => {
+                    let _ = tx.send(BareEvent::Claimed(payment_hash.0));
+                }
+                Event::PaymentFailed { reason, .. } => {
+                    let _ = tx.send(BareEvent::Failed(format!("{reason:?}")));
+                }
+                other => {
+                    if std::env::var_os("PAYD_BENCH_LOG").is_some() {
+                        eprintln!("event {other:?}");
+                    }
+                }
+            }
+            Ok(())
+        };
+        loop {
+            let f1 = dcm.get_event_or_persistence_needed_future();
+            let f2 = dmon.get_update_future();
+            dcm.process_pending_events(&handler);
+            dmon.process_pending_events(&handler);
+            let claims: Vec<_> = to_claim.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default();
+            let claimed = !claims.is_empty();
+            for p in claims {
+                dcm.claim_funds(p);
+            }
+            dpm.process_events();
+            if dcm.needs_pending_htlc_processing() || claimed {
+                dcm.process_pending_htlc_forwards();
+                continue;
+            }
+            tokio::select! {
+                _ = f1 => {}
+                _ = f2 => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    BareNode { cm, pm, events }
+}
+
+async fn bare_pair() -> (BareNode, BareNode) {
+    let mut a = bare_node(1);
+    let mut b = bare_node(2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (outbound, inbound) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let outbound = outbound.expect("connect");
+    let (inbound, _) = inbound.expect("accept");
+    outbound.set_nodelay(true).expect("nodelay");
+    inbound.set_nodelay(true).expect("nodelay");
+    let b_id = b.cm.get_our_node_id();
+    tokio::spawn(lightning_net_tokio::setup_inbound(b.pm.clone(), inbound.into_std().expect("std socket")));
+    tokio::spawn(lightning_net_tokio::setup_outbound(a.pm.clone(), b_id, outbound.into_std().expect("std socket")));
+    let deadline = Instant::now() + TIMEOUT;
+    while a.pm.peer_by_node_id(&b_id).is_none() {
+        assert!(Instant::now() < deadline, "peers connect");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.cm.create_channel(b_id, CHANNEL_SAT, 0, 1, None, None).expect("create_channel");
+    for node in [&mut a, &mut b] {
+        let ready = tokio::time::timeout(TIMEOUT, async {
+            while let Some(ev) = node.events.recv().await {
+                if matches!(ev, BareEvent::Ready) {
+                    return;
+                }
+            }
+        });
+        ready.await.expect("channel ready");
+    }
+    while a.cm.list_usable_channels().is_empty() || b.cm.list_usable_channels().is_empty() {
+        assert!(Instant::now() < deadline, "channel usable");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (a, b)
+}
+
+async fn wait_bare(node: &mut BareNode, want: impl Fn(&BareEvent) -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(ev) = node.events.recv().await {
+            if let BareEvent::Failed(reason) = &ev {
+                panic!("baseline payment failed: {reason}");
+            }
+            if want(&ev) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("payment completes");
+}
+
+async fn bare_payment(a: &mut BareNode, b: &mut BareNode, n: u64) {
+    let terms = sha256::Hash::hash(&n.to_be_bytes());
+    let inv =
+        b.cm.create_bolt11_invoice(Bolt11InvoiceParameters {
+            amount_msats: Some(PAYMENT_MSAT),
+            description: Bolt11InvoiceDescription::Hash(Sha256(terms)),
+            invoice_expiry_delta_secs: Some(600),
+            ..Default::default()
+        })
+        .expect("invoice");
+    let hash = inv.payment_hash().to_byte_array();
+    // Both sides see the payment complete, so the next one starts on a quiet channel.
+    if let Err(e) =
+        a.cm.pay_for_bolt11_invoice(&inv, PaymentId(hash), None, RouteParametersConfig::default(), Retry::Attempts(3))
+    {
+        let c = a.cm.list_channels();
+        panic!(
+            "payment {n} not sent: {e:?}; usable {:?} limit {:?} pending out {:?} in {:?}",
+            c.iter().map(|c| c.is_usable).collect::<Vec<_>>(),
+            c.iter().map(|c| c.next_outbound_htlc_limit_msat).collect::<Vec<_>>(),
+            c.iter().map(|c| c.pending_outbound_htlcs.len()).collect::<Vec<_>>(),
+            c.iter().map(|c| c.pending_inbound_htlcs.len()).collect::<Vec<_>>(),
+        );
+    }
+    a.pm.process_events();
+    wait_bare(a, |e| matches!(e, BareEvent::Sent(h) if *h == hash)).await;
+    wait_bare(b, |e| matches!(e, BareEvent::Claimed(h) if *h == hash)).await;
+    let deadline = Instant::now() + TIMEOUT;
+    while a.cm.list_channels().iter().any(|c| !c.is_usable || !c.pending_outbound_htlcs.is_empty()) {
+        assert!(Instant::now() < deadline, "channel quiet again");
+        tokio::task::yield_now().await;
+    }
+}
+
+// ---- payd engines through the pump ----
+
+async fn engine_payment(payer: &LdkEngine, payee: &LdkEngine, n: u64) {
+    let mut settled = payee.subscribe();
+    let terms: [u8; 32] = sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
+    let inv = payee.create_invoice(PAYMENT_MSAT, terms, 600).await.expect("invoice");
+    payer
+        .pay(inv.bolt11.clone(), PayParams { max_fee_msat: 0, timeout: TIMEOUT, expected: None })
+        .await
+        .expect("payment");
+    tokio::time::timeout(TIMEOUT, async {
+        while let Ok(ev) = settled.recv().await {
+            if matches!(ev, PaydEvent::InvoiceSettled { payment_hash, .. } if payment_hash == inv.payment_hash) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("payee settles");
+    let deadline = Instant::now() + TIMEOUT;
+    while payer.channels().iter().any(|c| !c.is_usable || c.pending_outbound_htlcs > 0) {
+        assert!(Instant::now() < deadline, "channel quiet again");
+        tokio::task::yield_now().await;
+    }
+}
+
+fn payments(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (a, b, _link) = rt.block_on(pump::pair_with_channel(da.path(), db.path(), CHANNEL_SAT));
+    let (mut ba, mut bb) = rt.block_on(bare_pair());
+    let _: PublicKey = ba.cm.get_our_node_id();
+
+    let mut g = c.benchmark_group("payd_payment");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(6));
+    let mut n = 0u64;
+    g.bench_function("payd_engine_pump", |bench| {
+        bench.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    n += 1;
+                    engine_payment(&a.engine, &b.engine, n).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("ldk_peermanager_tcp_baseline", |bench| {
+        bench.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    n += 1;
+                    bare_payment(&mut ba, &mut bb, n).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, payments);
+criterion_main!(benches);
