@@ -37,7 +37,11 @@ pub async fn wait_all_up(bus: &Bus, timeout: Duration) -> anyhow::Result<Vec<Str
         if let Body::Ctl(Ctl::Services(s)) = b {
             let kinds: Vec<String> = s.iter().map(|s| s.id.kind().to_string()).collect();
             if SERVICES.iter().all(|k| kinds.iter().any(|x| x == k)) {
-                return Ok(s.iter().map(|s| s.id.to_string()).collect());
+                return Ok(s
+                    .iter()
+                    .filter(|s| !matches!(s.id, ServiceId::Client(_)))
+                    .map(|s| s.id.to_string())
+                    .collect());
             }
         }
         if Instant::now() > deadline {
@@ -55,19 +59,33 @@ pub fn run() -> anyhow::Result<()> {
     let requester = AllInOne::start(node_config(&tmp.path().join("requester"))?)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        let mut buses = Vec::new();
         for (name, dir) in [("provider", "provider"), ("requester", "requester")] {
             let cfg = node_config(&tmp.path().join(dir))?;
             let (bus, _) = crate::cli::connect(&cfg.node, false, Duration::from_secs(5)).await?;
             let up = wait_all_up(&bus, Duration::from_secs(10)).await?;
             println!("{name}: services up: {}", up.join(", "));
-            bus.close();
+            buses.push(bus);
+        }
+        // The requester's peerd dials the provider's: BOLT #8 handshake and init exchange.
+        let provider = crate::cli::status::list(&buses[0], Duration::from_secs(5)).await?;
+        let peerd = provider.iter().find(|s| s.id == ServiceId::Peerd).ok_or_else(|| anyhow::anyhow!("no peerd"))?;
+        let node_id = peerd.info.node_id.clone().ok_or_else(|| anyhow::anyhow!("peerd has no node id"))?;
+        let listen = peerd.info.details.iter().find(|(k, _)| k == "listen").map(|(_, v)| v.clone()).unwrap_or_default();
+        let req = crate::bus::api::PeerdApi::Connect { node_id, addr: listen.clone(), persistent: false };
+        match buses[1].request(&ServiceId::Peerd, Body::Peerd(req), Duration::from_secs(15)).await? {
+            Body::Peerd(crate::bus::api::PeerdApi::Connected(p)) => {
+                println!("requester connected to provider {}@{listen} (session {})", p.node_id, p.session)
+            }
+            other => anyhow::bail!("unexpected answer from peerd: {other:?}"),
+        }
+        for b in buses {
+            b.close();
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    println!(
-        "paid job: NOT YET. peerd connections, LCP sessions, devnet payments and job execution are still being built;"
-    );
-    println!("this command will run the whole paid job once they are in.");
+    println!("paid job: NOT YET. The LCP sessions that turn this connection into a quote, a devnet payment");
+    println!("and a result stream are still being built; this command will run the whole paid job once they are in.");
     requester.shutdown()?;
     provider.shutdown()?;
     Ok(())
