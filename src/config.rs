@@ -21,7 +21,7 @@ pub const DEFAULT_NETWORK: Network = Network::Devnet;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Which Lightning network the node is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// Local devnet: zero-conf channels with fabricated funding, no blockchain, no real money.
@@ -36,15 +36,62 @@ pub enum Network {
     Mainnet,
 }
 
-impl std::fmt::Display for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Network {
+    /// The Bitcoin network underneath (devnet runs on regtest's parameters and chain hash).
+    pub fn bitcoin_network(self) -> lightning::bitcoin::Network {
+        match self {
+            Network::Devnet | Network::Regtest => lightning::bitcoin::Network::Regtest,
+            Network::Signet => lightning::bitcoin::Network::Signet,
+            Network::Testnet => lightning::bitcoin::Network::Testnet,
+            Network::Mainnet => lightning::bitcoin::Network::Bitcoin,
+        }
+    }
+
+    /// The BOLT11 currency of invoices on this network (devnet: regtest's `lnbcrt`, which no
+    /// mainnet wallet accepts).
+    pub fn currency(self) -> lightning_invoice::Currency {
+        use lightning_invoice::Currency;
+        match self {
+            Network::Devnet | Network::Regtest => Currency::Regtest,
+            Network::Signet => Currency::Signet,
+            Network::Testnet => Currency::BitcoinTestnet,
+            Network::Mainnet => Currency::Bitcoin,
+        }
+    }
+
+    /// The name used in flags, files and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Network::Devnet => "devnet",
             Network::Regtest => "regtest",
             Network::Signet => "signet",
             Network::Testnet => "testnet",
             Network::Mainnet => "mainnet",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "devnet" => Ok(Network::Devnet),
+            "regtest" => Ok(Network::Regtest),
+            "signet" => Ok(Network::Signet),
+            "testnet" => Ok(Network::Testnet),
+            "mainnet" | "bitcoin" => Ok(Network::Mainnet),
+            other => Err(ConfigError::Invalid {
+                what: "network",
+                msg: format!("unknown network {other:?} (expected devnet, regtest, signet, testnet or mainnet)"),
+            }),
+        }
     }
 }
 

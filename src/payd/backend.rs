@@ -5,7 +5,6 @@
 //! checking it (requester side, LCP v0.2 section 3.3). The checks live in [`check_invoice`], a pure
 //! function that every backend and lcpd can reuse.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -18,82 +17,8 @@ use tokio::sync::broadcast;
 /// A boxed future, so that [`PaymentBackend`] stays usable as `Arc<dyn PaymentBackend>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Which chain (and which kind of funds) a backend works on.
-///
-/// `Devnet` is the suite's own chainless network: channels are funded by fabricated transactions
-/// that never reach a blockchain. It shares the regtest chain hash and invoice currency (`lnbcrt`),
-/// so a wallet on any real network rejects its invoices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// No blockchain: fabricated funding, trusted zero-conf channels. Demos and tests only.
-    Devnet,
-    /// A local bitcoind regtest chain.
-    Regtest,
-    /// The signet test network.
-    Signet,
-    /// The testnet test network.
-    Testnet,
-    /// Real funds.
-    Mainnet,
-}
-
-impl Network {
-    /// The bitcoin network whose chain hash and address rules apply.
-    pub fn bitcoin_network(self) -> lightning::bitcoin::Network {
-        match self {
-            Network::Devnet | Network::Regtest => lightning::bitcoin::Network::Regtest,
-            Network::Signet => lightning::bitcoin::Network::Signet,
-            Network::Testnet => lightning::bitcoin::Network::Testnet,
-            Network::Mainnet => lightning::bitcoin::Network::Bitcoin,
-        }
-    }
-
-    /// The BOLT11 currency of this network's invoices.
-    pub fn currency(self) -> Currency {
-        match self {
-            Network::Devnet | Network::Regtest => Currency::Regtest,
-            Network::Signet => Currency::Signet,
-            Network::Testnet => Currency::BitcoinTestnet,
-            Network::Mainnet => Currency::Bitcoin,
-        }
-    }
-
-    /// The lower-case name used in configuration files and flags.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Network::Devnet => "devnet",
-            Network::Regtest => "regtest",
-            Network::Signet => "signet",
-            Network::Testnet => "testnet",
-            Network::Mainnet => "mainnet",
-        }
-    }
-}
-
-impl fmt::Display for Network {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Network {
-    type Err = PaydError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "devnet" => Ok(Network::Devnet),
-            "regtest" => Ok(Network::Regtest),
-            "signet" => Ok(Network::Signet),
-            "testnet" => Ok(Network::Testnet),
-            "mainnet" | "bitcoin" => Ok(Network::Mainnet),
-            other => Err(PaydError::InvalidArgument {
-                field: "network",
-                reason: format!("unknown network {other:?} (expected devnet, regtest, signet, testnet or mainnet)"),
-            }),
-        }
-    }
-}
+/// The network, shared with the rest of the node's configuration.
+pub use crate::config::Network;
 
 /// The BOLT11 human-readable currency prefix of a currency (`bc`, `tb`, `bcrt`, ...).
 pub fn currency_prefix(currency: Currency) -> &'static str {
@@ -724,7 +649,10 @@ mod tests {
         for n in [Network::Devnet, Network::Regtest, Network::Signet, Network::Testnet, Network::Mainnet] {
             assert_eq!(n.as_str().parse::<Network>().expect("parses"), n);
         }
-        assert!(matches!("regnet".parse::<Network>(), Err(PaydError::InvalidArgument { field: "network", .. })));
+        assert!(matches!(
+            "regnet".parse::<Network>(),
+            Err(crate::config::ConfigError::Invalid { what: "network", .. })
+        ));
         assert_eq!(Network::Devnet.currency(), Currency::Regtest);
         assert_eq!(Network::Devnet.bitcoin_network(), lightning::bitcoin::Network::Regtest);
     }

@@ -22,13 +22,7 @@ pub fn our_features() -> Vec<u8> {
 
 /// The chain hash we announce in `networks`.
 pub fn chain_hash(network: Network) -> [u8; 32] {
-    let n = match network {
-        Network::Devnet | Network::Regtest => lightning::bitcoin::Network::Regtest,
-        Network::Signet => lightning::bitcoin::Network::Signet,
-        Network::Testnet => lightning::bitcoin::Network::Testnet,
-        Network::Mainnet => lightning::bitcoin::Network::Bitcoin,
-    };
-    ChainHash::using_genesis_block(n).to_bytes()
+    ChainHash::using_genesis_block(network.bitcoin_network()).to_bytes()
 }
 
 /// Our init message.
