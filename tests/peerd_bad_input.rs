@@ -165,3 +165,23 @@ async fn flood_beyond_the_rate_limit() {
     // The good peer gets the same limit but sends one message: served.
     assert_good_peer_served(&mut listener, 0x38).await;
 }
+
+#[tokio::test]
+async fn flood_of_pings_beyond_the_rate_limit() {
+    let (logs, _g) = LogCapture::install();
+    let mut config = TransportConfig::default();
+    config.connection.rate_limit = Some(RateLimit { burst: 20, per_second: 1 });
+    let mut listener = listen(config).await;
+    let (mut s, mut t) = handshaken_raw_peer(listener.local_addr(), 0x62).await;
+    let conn = next_connection(&mut listener).await;
+    // ping(num_pong_bytes = 4, byteslen = 0): each would be answered, so each costs us a pong.
+    let ping = [0u8, 18, 0, 4, 0, 0];
+    let mut burst = Vec::new();
+    for _ in 0..200 {
+        burst.extend_from_slice(&t.encrypt_buf(&ping).expect("encrypt"));
+    }
+    let _ = s.write_all(&burst).await;
+    assert_eq!(closed(&conn).await, DisconnectReason::RateLimited { burst: 20, per_second: 1 });
+    assert!(logs.has_line(&["peerd", "peer disconnected", "rate limit"]), "{}", logs.text());
+    assert_good_peer_served(&mut listener, 0x39).await;
+}
