@@ -11,6 +11,8 @@ pub enum PaydServiceError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("channel engine: {0}")]
+    Engine(String),
 }
 
 impl ToErrorCode for PaydServiceError {
@@ -18,6 +20,7 @@ impl ToErrorCode for PaydServiceError {
         match self {
             PaydServiceError::Datadir(_) | PaydServiceError::Store(_) => ErrorCode::Internal,
             PaydServiceError::Bus(e) => e.code(),
+            PaydServiceError::Engine(_) => ErrorCode::Internal,
         }
     }
 }

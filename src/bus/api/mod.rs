@@ -6,10 +6,12 @@
 mod ctl;
 pub mod jobd;
 pub mod lcpd;
+pub mod payd;
 pub mod peerd;
 pub use ctl::{Ctl, ServiceInfo, ServiceStatus};
 pub use jobd::JobdApi;
 pub use lcpd::LcpdApi;
+pub use payd::PaydApi;
 pub use peerd::PeerdApi;
 
 use super::RemoteError;
@@ -31,7 +33,3 @@ pub enum Body {
     /// payd's API.
     Payd(PaydApi),
 }
-
-/// payd's bus API (invoices, payments, channels); filled in with payd's features.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum PaydApi {}
