@@ -60,6 +60,23 @@ async fn two_nodes_open_a_devnet_channel_and_pay_over_peerd_and_the_bus() {
     })
     .await
     .unwrap();
+    // lcp-cli shows the channel on both sides.
+    for (dir, outbound) in [(requester.dir.path().to_path_buf(), true), (provider.dir.path().to_path_buf(), false)] {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+                .arg("--datadir")
+                .arg(&dir)
+                .args(["channel", "list", "--json"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["channel_id"], ch.channel_id);
+        assert_eq!(v[0]["is_outbound"], outbound);
+    }
     // The provider invoices with a description hash; the requester pays it.
     let terms_hash = [0x3d; 32];
     let (bolt11, payment_hash) =

@@ -1,5 +1,6 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
+pub mod channel;
 pub mod peer;
 pub mod status;
 pub mod wire;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Lightning peers: connect, list, disconnect
     #[command(subcommand)]
     Peer(peer::PeerCmd),
+    /// Payment channels: open (devnet), list
+    #[command(subcommand)]
+    Channel(channel::ChannelCmd),
     /// The node's jobd workers
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
@@ -104,10 +108,16 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Status => status::run(&bus, &cfg, &ep, cli.json, timeout).await,
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
         Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
+        Command::Channel(cmd) => channel::run(&bus, cmd, cli.json, timeout).await,
         Command::Wire(_) => unreachable_offline(),
     };
     bus.close();
     out
+}
+
+/// Pretty JSON for `--json` output.
+pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))
 }
 
 fn unreachable_offline() -> Result<String, CliError> {

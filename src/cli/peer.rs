@@ -1,6 +1,6 @@
 //! `lcp-cli peer ...`: Lightning peer connections.
 
-use super::CliError;
+use super::{to_json, CliError};
 use crate::bus::api::peerd::{PeerInfo, PeerdApi};
 use crate::bus::api::Body;
 use crate::bus::{Bus, ServiceId};
@@ -34,10 +34,6 @@ async fn ask(bus: &Bus, req: PeerdApi, timeout: Duration) -> Result<PeerdApi, Cl
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))
-}
-
 fn row(p: &PeerInfo) -> String {
     format!(
         "{}  {:<21}  {:<8}  session {:<4} {}",
@@ -58,13 +54,13 @@ pub async fn run(bus: &Bus, cmd: PeerCmd, as_json: bool, timeout: Duration) -> R
             match ask(bus, PeerdApi::Connect { node_id, addr, persistent }, timeout.max(Duration::from_secs(15)))
                 .await?
             {
-                PeerdApi::Connected(p) if as_json => json(&p),
+                PeerdApi::Connected(p) if as_json => to_json(&p),
                 PeerdApi::Connected(p) => Ok(format!("connected: {}", row(&p))),
                 other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
             }
         }
         PeerCmd::List => match ask(bus, PeerdApi::ListPeers, timeout).await? {
-            PeerdApi::Peers(p) if as_json => json(&p),
+            PeerdApi::Peers(p) if as_json => to_json(&p),
             PeerdApi::Peers(p) if p.is_empty() => Ok("(no peers)".into()),
             PeerdApi::Peers(p) => {
                 let mut out = String::new();

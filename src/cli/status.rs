@@ -1,6 +1,6 @@
 //! `lcp-cli status`.
 
-use super::CliError;
+use super::{to_json, CliError};
 use crate::bus::api::{Body, Ctl, ServiceStatus};
 use crate::bus::{Bus, Endpoint, ServiceId};
 use crate::config::NodeConfig;
@@ -69,7 +69,7 @@ pub async fn run(
         .collect();
     let st = Status { node_id, bus: ep.to_string(), services };
     if json {
-        return serde_json::to_string_pretty(&st).map_err(|e| CliError::Other(e.to_string()));
+        return to_json(&st);
     }
     let mut out = String::new();
     let _ = writeln!(out, "node id:  {}", st.node_id.as_deref().unwrap_or("(no service holding the node key is up)"));

@@ -1,6 +1,6 @@
 //! `lcp-cli worker ...`: the node's jobd workers.
 
-use super::CliError;
+use super::{to_json, CliError};
 use crate::bus::api::jobd::OutputItem;
 use crate::bus::api::lcpd::{TestJob, WorkerRow};
 use crate::bus::api::{Body, LcpdApi};
@@ -41,7 +41,7 @@ pub async fn run(bus: &Bus, cmd: WorkerCmd, json: bool, timeout: Duration) -> Re
         WorkerCmd::List => {
             let rows = list(bus, timeout).await?;
             if json {
-                return serde_json::to_string_pretty(&rows).map_err(|e| CliError::Other(e.to_string()));
+                return to_json(&rows);
             }
             Ok(format_rows(&rows))
         }
@@ -140,7 +140,7 @@ async fn test(bus: &Bus, job: TestJob, json: bool, timeout: Duration, deadline: 
                         "sha256": hex::encode(ours), "result": String::from_utf8_lossy(&collected),
                         "elapsed_ms": started.elapsed().as_millis() as u64,
                     });
-                    return serde_json::to_string_pretty(&v).map_err(|e| CliError::Other(e.to_string()));
+                    return to_json(&v);
                 }
                 let _ = writeln!(stdout);
                 eprintln!("{len} bytes, sha256 {}, {} ms", hex::encode(ours), started.elapsed().as_millis());
