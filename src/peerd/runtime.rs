@@ -24,7 +24,7 @@ use crate::config::Network;
 use crate::datadir::Datadir;
 use crate::wire::bolt1::{Init, INIT};
 use crate::wire::{classify, MessageClass};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -86,7 +86,7 @@ struct State {
     next_session: u64,
     persistent: HashMap<NodeId, String>,
     backoff: HashMap<NodeId, Duration>,
-    dialing: HashMap<NodeId, ()>,
+    dialing: HashSet<NodeId>,
     db: rusqlite::Connection,
     internal: mpsc::Sender<Internal>,
 }
@@ -131,7 +131,7 @@ pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> 
         next_session: 1,
         persistent: HashMap::new(),
         backoff: HashMap::new(),
-        dialing: HashMap::new(),
+        dialing: HashSet::new(),
         db,
         internal: itx,
     };
@@ -213,7 +213,7 @@ impl State {
             self.reply(reply, Err(RemoteError::new(ErrorCode::ResourceExhausted, "peer limit reached (max-peers)")));
             return;
         }
-        self.dialing.insert(node, ());
+        self.dialing.insert(node);
         let (tx, dialer, network) = (self.internal.clone(), self.dialer.clone(), self.network);
         tokio::spawn(async move {
             let resolved = tokio::net::lookup_host(addr.as_str()).await.ok().and_then(|mut a| a.next());
@@ -286,7 +286,7 @@ impl State {
                 }
             }
             Internal::Redial { node } => {
-                if self.peers.contains_key(&node) || self.dialing.contains_key(&node) {
+                if self.peers.contains_key(&node) || self.dialing.contains(&node) {
                     return;
                 }
                 if let Some(addr) = self.persistent.get(&node).cloned() {
