@@ -105,7 +105,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     };
     let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
     let out = match cmd {
-        Command::Status => status::run(&bus, &cfg, &ep, cli.json, timeout).await,
+        Command::Status => status::run(&bus, &ep, cli.json, timeout).await,
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
         Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
         Command::Channel(cmd) => channel::run(&bus, cmd, cli.json, timeout).await,

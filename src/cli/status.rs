@@ -3,7 +3,6 @@
 use super::{to_json, CliError};
 use crate::bus::api::{Body, Ctl, ServiceStatus};
 use crate::bus::{Bus, Endpoint, ServiceId};
-use crate::config::NodeConfig;
 use serde::Serialize;
 use std::fmt::Write;
 use std::time::Duration;
@@ -45,13 +44,7 @@ pub async fn list(bus: &Bus, timeout: Duration) -> Result<Vec<ServiceStatus>, Cl
 }
 
 /// Runs `status`.
-pub async fn run(
-    bus: &Bus,
-    _cfg: &NodeConfig,
-    ep: &Endpoint,
-    json: bool,
-    timeout: Duration,
-) -> Result<String, CliError> {
+pub async fn run(bus: &Bus, ep: &Endpoint, json: bool, timeout: Duration) -> Result<String, CliError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let listed = list(bus, timeout).await?;
     let node_id = listed.iter().find_map(|s| s.info.node_id.clone());
