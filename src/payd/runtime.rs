@@ -6,10 +6,10 @@
 //! LDK needs exactly-once, in-order delivery, so a gap in a session's sequence numbers (a message
 //! lost on the bus) ends that session; LDK's channel reestablish repairs the rest.
 
-use super::backend::{PayParams, PaymentBackend};
+use super::backend::{InvoiceRecord, InvoiceStatus, PayParams, PaydEvent, PaymentBackend};
 use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
 use super::{PaydConfig, PaydServiceError};
-use crate::bus::api::payd::{ChannelRow, PaydApi};
+use crate::bus::api::payd::{ChannelRow, InvoiceRow, InvoiceState, PaydApi};
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
@@ -48,6 +48,7 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let engine = LdkEngine::start(LdkConfig::devnet(dd.root().join("payd"), key.secret_bytes()), out_tx)
         .map_err(|e| PaydServiceError::Engine(e.to_string()))?;
+    let mut events = engine.subscribe();
     let mut st = Bridge { bus: bus.clone(), engine, next_seq: HashMap::new() };
     tracing::info!(target: TARGET, node_id = %key.node_id_hex(), %network, "payd ready (embedded LDK engine)");
     loop {
@@ -55,6 +56,14 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
             _ = shutdown.cancelled() => break,
             m = rx.recv() => match m { Some(m) => st.on_bus(m), None => break },
             Some(out) = out_rx.recv() => st.on_engine(out),
+            ev = events.recv() => match ev {
+                Ok(ev) => st.on_payd_event(ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    // lcpd re-checks open invoices with LookupInvoice, so nothing is lost.
+                    tracing::warn!(target: TARGET, missed = n, "settlement events lagged");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
         }
     }
     if let Err(e) = st.engine.shutdown() {
@@ -73,6 +82,25 @@ struct Bridge {
 fn parse_pk(hex_id: &str) -> Result<PublicKey, RemoteError> {
     let bytes = hex::decode(hex_id).map_err(|_| RemoteError::new(ErrorCode::InvalidArgument, "node id is not hex"))?;
     PublicKey::from_slice(&bytes).map_err(|e| RemoteError::new(ErrorCode::InvalidArgument, format!("node id: {e}")))
+}
+
+/// The bus form of an invoice record.
+pub fn invoice_row(r: &InvoiceRecord) -> InvoiceRow {
+    InvoiceRow {
+        payment_hash: r.payment_hash,
+        bolt11: r.bolt11.clone(),
+        amount_msat: r.amount_msat,
+        description_hash: r.description_hash,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        state: match r.status {
+            InvoiceStatus::Open => InvoiceState::Open,
+            InvoiceStatus::Settled => InvoiceState::Settled,
+            InvoiceStatus::Expired => InvoiceState::Expired,
+        },
+        amount_received_msat: r.amount_received_msat,
+        settled_at: r.settled_at,
+    }
 }
 
 fn row(c: &ChannelInfo) -> ChannelRow {
@@ -97,6 +125,16 @@ impl Bridge {
         let ev = PeerdApi::DropSession { node_id: node_id.to_string(), session, reason };
         if let Err(e) = self.bus.send_event(&ServiceId::Peerd, Body::Peerd(ev)) {
             tracing::warn!(target: TARGET, "could not ask peerd to end the session: {e}");
+        }
+    }
+
+    fn on_payd_event(&mut self, ev: PaydEvent) {
+        if let PaydEvent::InvoiceSettled { payment_hash, amount_msat } = ev {
+            tracing::info!(target: TARGET, payment_hash = %hex::encode(payment_hash), amount_msat, "invoice settled");
+            let body = Body::Payd(PaydApi::InvoiceSettled { payment_hash, amount_msat });
+            if let Err(e) = self.bus.send_event(&ServiceId::Lcpd, body) {
+                tracing::warn!(target: TARGET, "settlement not reported to lcpd (it will look it up): {e}");
+            }
         }
     }
 
@@ -209,6 +247,15 @@ impl Bridge {
                     reply(
                         r.map(|i| PaydApi::Invoice { bolt11: i.bolt11, payment_hash: i.payment_hash })
                             .map_err(|e| fail(ErrorCode::InvalidArgument, &e)),
+                    );
+                });
+            }
+            PaydApi::LookupInvoice { payment_hash } => {
+                tokio::spawn(async move {
+                    let r = engine.lookup_invoice(payment_hash).await;
+                    reply(
+                        r.map(|i| PaydApi::InvoiceInfo(i.as_ref().map(invoice_row)))
+                            .map_err(|e| fail(ErrorCode::Internal, &e)),
                     );
                 });
             }

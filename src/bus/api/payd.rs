@@ -21,6 +21,40 @@ pub struct ChannelRow {
     pub is_outbound: bool,
 }
 
+/// State of an invoice payd issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceState {
+    /// Not paid yet, not expired.
+    Open,
+    /// Paid and claimed.
+    Settled,
+    /// Not paid before its expiry.
+    Expired,
+}
+
+/// An invoice payd issued.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRow {
+    /// Payment hash.
+    pub payment_hash: [u8; 32],
+    /// BOLT11 string.
+    pub bolt11: String,
+    /// Requested amount, msat.
+    pub amount_msat: u64,
+    /// The description hash it commits to.
+    pub description_hash: [u8; 32],
+    /// Creation time, unix seconds.
+    pub created_at: u64,
+    /// Expiry time, unix seconds.
+    pub expires_at: u64,
+    /// State.
+    pub state: InvoiceState,
+    /// Amount received, once settled.
+    pub amount_received_msat: Option<u64>,
+    /// Settlement time, unix seconds.
+    pub settled_at: Option<u64>,
+}
+
 /// payd's API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaydApi {
@@ -72,5 +106,21 @@ pub enum PaydApi {
         amount_msat: u64,
         /// Fee paid, msat.
         fee_msat: u64,
+    },
+    /// -> payd: one invoice we issued. Answered with [`PaydApi::InvoiceInfo`].
+    LookupInvoice {
+        /// Payment hash.
+        payment_hash: [u8; 32],
+    },
+    /// payd ->: the invoice, or `None` if payd never issued it.
+    InvoiceInfo(Option<InvoiceRow>),
+    /// payd -> lcpd, event: an invoice we issued was paid and claimed. Sent once per settlement
+    /// as it happens; an event lost on the bus (lcpd down) is recovered with
+    /// [`PaydApi::LookupInvoice`].
+    InvoiceSettled {
+        /// Payment hash.
+        payment_hash: [u8; 32],
+        /// Amount received, msat.
+        amount_msat: u64,
     },
 }
