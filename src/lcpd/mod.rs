@@ -3,6 +3,7 @@
 //! Shape shared by every service: [`opts`] (flags, env, file), [`runtime`] (`run`), [`error`].
 
 pub mod dispatch;
+pub mod engine;
 pub mod error;
 pub mod opts;
 pub mod runtime;

@@ -1,0 +1,746 @@
+//! The requester side (section 4.2 of the protocol notes): quote_request and input stream to a
+//! peer; the quote checked (terms_hash recomputed; the invoice's description hash, payee,
+//! amount, expiry and network; the caller's price ceiling) before anything is paid; payment
+//! through payd; the result stream reassembled and checked (length, hash, content type and
+//! encoding, stream id), its bytes handed to the caller as they arrive; our own deadline.
+//!
+//! Reference quirks handled: a failure after payment may come as `lcp_error` instead of
+//! `lcp_result(failed)` (both end the job); a provider may stop silently (our deadline ends the
+//! job); cancel does not wait for `lcp_result(cancelled)`; `lcp_result` may come before or
+//! after `stream_end`.
+
+use super::records::{RequesterRecord, RequesterState};
+use super::{Engine, FailKind, Notice, Out, Outcome};
+use crate::bus::ErrorCode as BusCode;
+use crate::payd::backend::{check_invoice, decode_bolt11, ExpectedInvoice};
+use crate::wire::lcp::{
+    v02, Cancel, ChunkSplitter, ErrorCode, LcpError, LcpMessage, LcpResult, Params, QuoteRequest, QuoteResponse,
+    ReassembledStream, Reassembler, ReassemblyLimits, ResultOk, ResultOutcome, StreamBegin, StreamChunk, StreamEnd,
+    StreamKind, Terms,
+};
+use lightning::bitcoin::secp256k1::PublicKey;
+use sha2::{Digest, Sha256};
+
+/// A job to quote at a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteArgs {
+    /// Provider node id, hex.
+    pub peer: String,
+    /// Task kind.
+    pub task_kind: String,
+    /// Model (becomes the standard params); `None` sends no params.
+    pub model: Option<String>,
+    /// Input bytes.
+    pub input: Vec<u8>,
+    /// Input content type (default JSON).
+    pub input_content_type: Option<String>,
+    /// The highest price the caller accepts.
+    pub max_price_msat: Option<u64>,
+    /// Seconds the job may take from now until its result, our own deadline.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Why a requester call was refused; nothing was sent or paid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReqError {
+    /// Bus code.
+    pub code: BusCode,
+    /// One line.
+    pub message: String,
+}
+
+impl ReqError {
+    fn new(code: BusCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// What [`Engine::accept`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The payment was handed to payd.
+    Paying,
+    /// Paid before; the result is awaited.
+    AlreadyPaid,
+    /// Finished before; the outcome is in the record.
+    AlreadyFinished(RequesterState),
+}
+
+/// The outcome of a payment attempt, fed back with [`Engine::paid`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// Paid: the preimage.
+    Paid([u8; 32]),
+    /// Failed for good; nothing was paid.
+    Failed(String),
+    /// Not known yet (timeout, payd unreachable): tried again later, never paid twice.
+    Unknown(String),
+}
+
+/// A requester job in memory.
+#[derive(Debug)]
+pub struct RJob {
+    /// What is (or will be) stored.
+    pub rec: RequesterRecord,
+    input: Vec<u8>,
+    deadline: u64,
+    stream: Option<Reassembler>,
+    finished_stream: Option<ReassembledStream>,
+    pending_result: Option<ResultOk>,
+    pay_in_flight: bool,
+    resend_on_ready: bool,
+    persisted: bool,
+    finished_at: Option<u64>,
+}
+
+fn fail_kind(code: ErrorCode) -> FailKind {
+    match code {
+        ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => FailKind::ResourceExhausted,
+        ErrorCode::Unknown(_) => FailKind::Internal,
+        _ => FailKind::FailedPrecondition,
+    }
+}
+
+impl Engine {
+    /// Requester jobs in memory.
+    pub fn requester_jobs(&self) -> Vec<RequesterRecord> {
+        let mut v: Vec<_> = self.rjobs.values().map(|j| j.rec.clone()).collect();
+        v.sort_by_key(|r| r.created_at);
+        v
+    }
+
+    /// One requester job in memory.
+    pub fn requester_job(&self, job_id: &[u8; 32]) -> Option<&RequesterRecord> {
+        self.rjobs.get(job_id).map(|j| &j.rec)
+    }
+
+    /// Sends a quote_request and the input stream to `args.peer`; the quote comes back as a
+    /// [`Notice::Quoted`] (or [`Notice::QuoteFailed`]) for the returned job id.
+    pub fn request_quote(&mut self, now: u64, args: QuoteArgs) -> Result<[u8; 32], ReqError> {
+        let Some(remote) = self.peers.remote(&args.peer).cloned() else {
+            let msg = if self.peers.is_connected(&args.peer) {
+                format!("peer {} has not sent its LCP manifest", args.peer)
+            } else {
+                format!("peer {} is not connected", args.peer)
+            };
+            return Err(ReqError::new(BusCode::FailedPrecondition, msg));
+        };
+        if remote.protocol_version != v02::PROTOCOL_VERSION {
+            let msg =
+                format!("peer speaks LCP protocol_version {}, not {}", remote.protocol_version, v02::PROTOCOL_VERSION);
+            return Err(ReqError::new(BusCode::FailedPrecondition, msg));
+        }
+        if args.task_kind.is_empty() {
+            return Err(ReqError::new(BusCode::InvalidArgument, "task kind is empty"));
+        }
+        let content_type = args.input_content_type.clone().unwrap_or_else(|| super::provider::CONTENT_TYPE_JSON.into());
+        let params = match &args.model {
+            Some(m) if m.is_empty() => return Err(ReqError::new(BusCode::InvalidArgument, "model is empty")),
+            Some(m) => Some(
+                Params::with_model(m.clone())
+                    .encode()
+                    .map_err(|e| ReqError::new(BusCode::InvalidArgument, e.to_string()))?,
+            ),
+            None => None,
+        };
+        if args.task_kind == v02::TASK_OPENAI_CHAT || args.task_kind == v02::TASK_OPENAI_RESPONSES {
+            let model = args.model.clone().ok_or_else(|| ReqError::new(BusCode::InvalidArgument, "model required"))?;
+            crate::jobd::pricing::validate_request_json(&args.task_kind, &model, &args.input)
+                .map_err(|e| ReqError::new(BusCode::InvalidArgument, e.to_string()))?;
+        }
+        let len = args.input.len() as u64;
+        if len > remote.max_stream_bytes || len > remote.max_job_bytes {
+            let msg = format!(
+                "input of {len} bytes exceeds the peer's limits (max_stream_bytes {}, max_job_bytes {})",
+                remote.max_stream_bytes, remote.max_job_bytes
+            );
+            return Err(ReqError::new(BusCode::ResourceExhausted, msg));
+        }
+        let mut job_id = self.random32();
+        while self.rjobs.contains_key(&job_id) {
+            job_id = self.random32();
+        }
+        let deadline = now.saturating_add(args.timeout_secs.unwrap_or(self.cfg.default_deadline_secs).max(1));
+        let job = RJob {
+            rec: RequesterRecord {
+                peer: args.peer.clone(),
+                job_id,
+                state: RequesterState::Requested,
+                task_kind: args.task_kind.clone(),
+                params,
+                model: args.model.clone(),
+                input_content_type: content_type,
+                input_len: len,
+                max_price_msat: args.max_price_msat,
+                price_msat: 0,
+                quote_expiry: 0,
+                terms_hash: [0; 32],
+                bolt11: String::new(),
+                payment_hash: [0; 32],
+                preimage: None,
+                result_content_type: None,
+                result_len: None,
+                result_hash: None,
+                error: None,
+                created_at: now,
+                updated_at: now,
+            },
+            input: args.input,
+            deadline,
+            stream: None,
+            finished_stream: None,
+            pending_result: None,
+            pay_in_flight: false,
+            resend_on_ready: false,
+            persisted: false,
+            finished_at: None,
+        };
+        let msgs = self.request_messages(now, &job, remote.max_payload_bytes)?;
+        for m in msgs {
+            self.send(&args.peer, m);
+        }
+        self.rjobs.insert(job_id, job);
+        Ok(job_id)
+    }
+
+    /// quote_request, stream_begin, chunks, stream_end for a job, checked against the peer's
+    /// max_payload_bytes.
+    fn request_messages(&mut self, now: u64, job: &RJob, max_payload: u32) -> Result<Vec<LcpMessage>, ReqError> {
+        let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+        let (pv, job_id) = (v02::PROTOCOL_VERSION, job.rec.job_id);
+        let q = QuoteRequest {
+            envelope: self.envelope(pv, job_id, expiry),
+            task_kind: job.rec.task_kind.clone(),
+            params: job.rec.params.clone(),
+            extra: Vec::new(),
+        };
+        let size = q.encode().map_err(|e| ReqError::new(BusCode::InvalidArgument, e.to_string()))?.len();
+        if size > max_payload as usize {
+            let msg = format!("quote_request of {size} bytes exceeds the peer's max_payload_bytes {max_payload}");
+            return Err(ReqError::new(BusCode::ResourceExhausted, msg));
+        }
+        let stream_id = self.random32();
+        let sha256: [u8; 32] = Sha256::digest(&job.input).into();
+        let begin = StreamBegin {
+            envelope: self.envelope(pv, job_id, expiry),
+            stream_id,
+            stream_kind: StreamKind::Input,
+            total_len: Some(job.input.len() as u64),
+            sha256: Some(sha256),
+            content_type: job.rec.input_content_type.clone(),
+            content_encoding: v02::CONTENT_ENCODING_IDENTITY.into(),
+            extra: Vec::new(),
+        };
+        let mut out = vec![LcpMessage::QuoteRequest(q), LcpMessage::StreamBegin(begin)];
+        let mut splitter = ChunkSplitter::new(pv, job_id, expiry, stream_id, max_payload)
+            .map_err(|e| ReqError::new(BusCode::ResourceExhausted, e.to_string()))?;
+        for c in splitter.split(&job.input) {
+            out.push(LcpMessage::StreamChunk(c.map_err(|e| ReqError::new(BusCode::ResourceExhausted, e.to_string()))?));
+        }
+        let (total_len, sha256) = splitter.finish();
+        let envelope = self.envelope(pv, job_id, expiry);
+        out.push(LcpMessage::StreamEnd(StreamEnd { envelope, stream_id, total_len, sha256, extra: Vec::new() }));
+        Ok(out)
+    }
+
+    fn save_requester(&mut self, job: &mut RJob, now: u64, result: Option<Vec<u8>>) {
+        job.rec.updated_at = now;
+        if job.rec.state.is_terminal() && job.finished_at.is_none() {
+            job.finished_at = Some(now);
+        }
+        let input = (!job.persisted).then(|| job.input.clone());
+        job.persisted = true;
+        self.out.push(Out::SaveRequester { rec: job.rec.clone(), input, result });
+    }
+
+    fn notify(&mut self, job_id: [u8; 32], notice: Notice) {
+        self.out.push(Out::Notify { job_id, notice });
+    }
+
+    /// Ends a job that had not been quoted: nothing was paid.
+    fn quote_failed(&mut self, now: u64, job: &mut RJob, kind: FailKind, message: String) {
+        job.rec.state = RequesterState::Failed;
+        job.rec.error = Some(message.clone());
+        job.finished_at = Some(now);
+        job.rec.updated_at = now;
+        if job.persisted {
+            self.save_requester(job, now, None);
+        }
+        self.notify(job.rec.job_id, Notice::QuoteFailed { kind, message });
+    }
+
+    /// Ends a job that was quoted (and maybe paid).
+    fn job_failed(&mut self, now: u64, job: &mut RJob, kind: FailKind, lcp_code: Option<u16>, message: String) {
+        tracing::info!(target: "lcpd", peer = %job.rec.peer, job = %hex::encode(&job.rec.job_id[..8]), "job failed: {message}");
+        job.rec.state = RequesterState::Failed;
+        job.rec.error = Some(message.clone());
+        job.stream = None;
+        job.finished_stream = None;
+        self.save_requester(job, now, None);
+        self.notify(job.rec.job_id, Notice::Finished(Outcome::Failed { kind, lcp_code, message }));
+    }
+
+    fn with_rjob(&mut self, peer: &str, job_id: [u8; 32], f: impl FnOnce(&mut Self, &mut RJob)) -> bool {
+        let Some(mut job) = self.rjobs.remove(&job_id) else { return false };
+        if job.rec.peer != peer {
+            self.rjobs.insert(job_id, job);
+            return false;
+        }
+        f(self, &mut job);
+        self.rjobs.insert(job_id, job);
+        true
+    }
+
+    pub(super) fn on_quote_response(&mut self, now: u64, peer: &str, m: QuoteResponse) {
+        let job_id = m.envelope.job_id;
+        let known = self.with_rjob(peer, job_id, |e, job| match job.rec.state {
+            RequesterState::Requested => e.check_quote(now, job, &m),
+            RequesterState::Paying | RequesterState::AwaitingResult | RequesterState::Done
+                if m.terms_hash != job.rec.terms_hash =>
+            {
+                tracing::warn!(target: "lcpd", %peer, "a repeated quote_response with other terms ignored");
+            }
+            _ => {}
+        });
+        if !known {
+            tracing::debug!(target: "lcpd", %peer, "quote_response for an unknown job ignored");
+        }
+    }
+
+    fn check_quote(&mut self, now: u64, job: &mut RJob, m: &QuoteResponse) {
+        let terms = Terms::new(
+            m.envelope.protocol_version,
+            job.rec.job_id,
+            m.price_msat,
+            m.quote_expiry,
+            &job.rec.task_kind,
+            job.rec.params.as_deref(),
+            &job.input,
+            &job.rec.input_content_type,
+            v02::CONTENT_ENCODING_IDENTITY,
+        )
+        .and_then(|t| t.hash());
+        let fp = FailKind::FailedPrecondition;
+        match terms {
+            Ok(h) if h == m.terms_hash => {}
+            Ok(_) => return self.quote_failed(now, job, fp, "terms_hash mismatch".into()),
+            Err(e) => return self.quote_failed(now, job, fp, format!("terms: {e}")),
+        }
+        if let Err(msg) = self.check_invoice_for(now, job, m) {
+            return self.quote_failed(now, job, fp, msg);
+        }
+        if let Some(max) = job.rec.max_price_msat {
+            if m.price_msat > max {
+                let msg = format!("price {} msat exceeds the ceiling of {max} msat", m.price_msat);
+                return self.quote_failed(now, job, fp, msg);
+            }
+        }
+        job.rec.price_msat = m.price_msat;
+        job.rec.quote_expiry = m.quote_expiry;
+        job.rec.terms_hash = m.terms_hash;
+        job.rec.bolt11 = m.payment_request.clone();
+        job.rec.state = RequesterState::Quoted;
+        if let Ok(d) = decode_bolt11(&m.payment_request) {
+            job.rec.payment_hash = d.payment_hash;
+        }
+        self.save_requester(job, now, None);
+        self.notify(job.rec.job_id, Notice::Quoted);
+    }
+
+    /// The invoice checks of section 3.3: description hash == terms_hash, payee == peer,
+    /// amount == price (> 0), invoice expiry within the quote expiry plus skew, not expired,
+    /// our network's currency.
+    fn check_invoice_for(&self, now: u64, job: &RJob, m: &QuoteResponse) -> Result<(), String> {
+        if m.price_msat == 0 {
+            return Err("price is zero".into());
+        }
+        let payee = hex::decode(&job.rec.peer)
+            .ok()
+            .and_then(|b| PublicKey::from_slice(&b).ok())
+            .ok_or_else(|| format!("peer id {} is not a node key", job.rec.peer))?;
+        let invoice = decode_bolt11(&m.payment_request).map_err(|e| format!("invoice: {e}"))?;
+        let expected = ExpectedInvoice {
+            amount_msat: m.price_msat,
+            payee,
+            description_hash: m.terms_hash,
+            not_after_secs: Some(m.quote_expiry.saturating_add(self.cfg.clock_skew_secs)),
+        };
+        check_invoice(&invoice, Some(&expected), self.cfg.network, now).map_err(|e| format!("invoice: {e}"))
+    }
+
+    /// The caller accepts the quote: pay (after checking again that it has not expired and is
+    /// within `max_price_msat`).
+    pub fn accept(&mut self, now: u64, job_id: [u8; 32], max_price_msat: Option<u64>) -> Result<Accepted, ReqError> {
+        let Some(mut job) = self.rjobs.remove(&job_id) else {
+            return Err(ReqError::new(BusCode::NotFound, "no such job"));
+        };
+        let r = self.accept_inner(now, &mut job, max_price_msat);
+        self.rjobs.insert(job_id, job);
+        r
+    }
+
+    fn accept_inner(&mut self, now: u64, job: &mut RJob, max_price_msat: Option<u64>) -> Result<Accepted, ReqError> {
+        match job.rec.state {
+            RequesterState::Quoted => {}
+            RequesterState::Paying | RequesterState::AwaitingResult => return Ok(Accepted::AlreadyPaid),
+            RequesterState::Requested => return Err(ReqError::new(BusCode::FailedPrecondition, "no quote yet")),
+            RequesterState::Done => return Ok(Accepted::AlreadyFinished(RequesterState::Done)),
+            s => {
+                let why = job.rec.error.clone().map(|e| format!(": {e}")).unwrap_or_default();
+                return Err(ReqError::new(BusCode::FailedPrecondition, format!("job {}{why}", s.as_str())));
+            }
+        }
+        if now >= job.rec.quote_expiry {
+            job.rec.state = RequesterState::Expired;
+            self.save_requester(job, now, None);
+            return Err(ReqError::new(BusCode::FailedPrecondition, "quote expired"));
+        }
+        for max in [max_price_msat, job.rec.max_price_msat].into_iter().flatten() {
+            if job.rec.price_msat > max {
+                let msg = format!("price {} msat exceeds the ceiling of {max} msat", job.rec.price_msat);
+                return Err(ReqError::new(BusCode::FailedPrecondition, msg));
+            }
+        }
+        let invoice =
+            decode_bolt11(&job.rec.bolt11).map_err(|e| ReqError::new(BusCode::FailedPrecondition, e.to_string()))?;
+        if now >= invoice.expires_at_secs() {
+            return Err(ReqError::new(BusCode::FailedPrecondition, "invoice expired"));
+        }
+        job.rec.state = RequesterState::Paying;
+        job.rec.max_price_msat = max_price_msat.or(job.rec.max_price_msat);
+        job.pay_in_flight = true;
+        self.save_requester(job, now, None);
+        self.out.push(Out::Pay { job_id: job.rec.job_id, bolt11: job.rec.bolt11.clone() });
+        Ok(Accepted::Paying)
+    }
+
+    /// payd's answer to [`Out::Pay`].
+    pub fn paid(&mut self, now: u64, job_id: [u8; 32], outcome: PayOutcome) {
+        let Some(mut job) = self.rjobs.remove(&job_id) else { return };
+        job.pay_in_flight = false;
+        if matches!(job.rec.state, RequesterState::Paying | RequesterState::AwaitingResult) {
+            match outcome {
+                PayOutcome::Paid(preimage) => {
+                    let hash: [u8; 32] = Sha256::digest(preimage).into();
+                    if hash != job.rec.payment_hash {
+                        tracing::error!(target: "lcpd", "payd returned a preimage that does not match the payment hash");
+                        job.pay_in_flight = false;
+                    } else if job.rec.preimage.is_none() {
+                        job.rec.preimage = Some(preimage);
+                        if job.rec.state == RequesterState::Paying {
+                            job.rec.state = RequesterState::AwaitingResult;
+                        }
+                        self.save_requester(&mut job, now, None);
+                        self.notify(job_id, Notice::Paid { preimage });
+                        self.try_complete(now, &mut job);
+                    }
+                }
+                PayOutcome::Failed(reason) if job.rec.state == RequesterState::Paying => {
+                    self.job_failed(now, &mut job, FailKind::PaymentFailed, None, format!("payment failed: {reason}"));
+                }
+                PayOutcome::Failed(_) => {}
+                PayOutcome::Unknown(reason) => {
+                    tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment outcome unknown, will ask again: {reason}");
+                }
+            }
+        }
+        self.rjobs.insert(job_id, job);
+    }
+
+    /// Whether the job waits for a result (paid, or paying: the provider may start as soon as the
+    /// payment settles, before payd answers us).
+    fn awaiting(job: &RJob) -> bool {
+        matches!(job.rec.state, RequesterState::Paying | RequesterState::AwaitingResult)
+    }
+
+    pub(super) fn on_result_begin(&mut self, now: u64, peer: &str, m: StreamBegin) {
+        let job_id = m.envelope.job_id;
+        self.with_rjob(peer, job_id, |e, job| {
+            if !Self::awaiting(job) || job.stream.is_some() || job.finished_stream.is_some() {
+                return;
+            }
+            let limit = e.cfg.limits.max_stream_bytes.min(e.cfg.limits.max_job_bytes.saturating_sub(job.rec.input_len));
+            match Reassembler::new(&m, ReassemblyLimits::bytes(limit)) {
+                Ok(r) => {
+                    job.stream = Some(r);
+                    let notice = Notice::Begin {
+                        content_type: m.content_type.clone(),
+                        content_encoding: m.content_encoding.clone(),
+                    };
+                    e.notify(job_id, notice);
+                }
+                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+            }
+        });
+    }
+
+    /// A local stream check failed: the job fails, and the provider hears why.
+    fn stream_failed(&mut self, now: u64, job: &mut RJob, code: ErrorCode, message: String) {
+        let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+        let envelope = self.envelope(v02::PROTOCOL_VERSION, job.rec.job_id, expiry);
+        let peer = job.rec.peer.clone();
+        self.send(
+            &peer,
+            LcpMessage::Error(LcpError { envelope, code, message: Some(message.clone()), extra: Vec::new() }),
+        );
+        self.job_failed(now, job, FailKind::FailedPrecondition, Some(code.code()), format!("result stream: {message}"));
+    }
+
+    /// Returns whether the chunk belonged to a requester job.
+    pub(super) fn on_result_chunk(&mut self, now: u64, peer: &str, m: &StreamChunk) -> bool {
+        let job_id = m.job_id;
+        let Some(job) = self.rjobs.get(&job_id) else { return false };
+        if job.rec.peer != peer {
+            return false;
+        }
+        self.with_rjob(peer, job_id, |e, job| {
+            let Some(stream) = job.stream.as_mut() else { return };
+            match stream.push(m) {
+                Ok(crate::wire::lcp::ChunkDisposition::Appended) => e.notify(job_id, Notice::Chunk(m.data.clone())),
+                Ok(_) => {}
+                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+            }
+        });
+        true
+    }
+
+    /// Returns whether the end belonged to a requester job.
+    pub(super) fn on_result_end(&mut self, now: u64, peer: &str, m: &StreamEnd) -> bool {
+        let job_id = m.envelope.job_id;
+        let Some(job) = self.rjobs.get(&job_id) else { return false };
+        if job.rec.peer != peer {
+            return false;
+        }
+        self.with_rjob(peer, job_id, |e, job| {
+            let Some(stream) = job.stream.take_if(|s| s.stream_id() == m.stream_id) else { return };
+            match stream.finish(m) {
+                Ok(done) => {
+                    e.notify(job_id, Notice::End { len: done.data.len() as u64, sha256: done.sha256 });
+                    job.finished_stream = Some(done);
+                    e.try_complete(now, job);
+                }
+                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+            }
+        });
+        true
+    }
+
+    pub(super) fn on_result(&mut self, now: u64, peer: &str, m: LcpResult) {
+        let job_id = m.envelope.job_id;
+        self.with_rjob(peer, job_id, |e, job| {
+            if job.rec.state.is_terminal() {
+                return;
+            }
+            match m.outcome {
+                ResultOutcome::Ok(ok) => {
+                    if !Self::awaiting(job) {
+                        tracing::warn!(target: "lcpd", %peer, "lcp_result(ok) for an unpaid job ignored");
+                        return;
+                    }
+                    job.pending_result = Some(ok);
+                    e.try_complete(now, job);
+                }
+                ResultOutcome::Failed { message } => {
+                    let message = message.unwrap_or_else(|| "provider returned non-ok status".into());
+                    e.job_failed(now, job, FailKind::FailedPrecondition, None, message);
+                }
+                ResultOutcome::Cancelled { .. } => {
+                    job.rec.state = RequesterState::Cancelled;
+                    e.save_requester(job, now, None);
+                    e.notify(job_id, Notice::Finished(Outcome::Cancelled));
+                }
+            }
+        });
+    }
+
+    /// Completes a job once it is paid, its stream ended and its `lcp_result(ok)` arrived.
+    fn try_complete(&mut self, now: u64, job: &mut RJob) {
+        if job.rec.state != RequesterState::AwaitingResult {
+            return;
+        }
+        let (Some(ok), Some(stream)) = (job.pending_result.as_ref(), job.finished_stream.as_ref()) else { return };
+        let problem = if stream.sha256 != ok.result_hash {
+            Some("result_hash does not match the stream")
+        } else if stream.data.len() as u64 != ok.result_len {
+            Some("result_len does not match the stream")
+        } else if stream.content_type != ok.result_content_type {
+            Some("result_content_type does not match the stream")
+        } else if stream.content_encoding != ok.result_content_encoding {
+            Some("result_content_encoding does not match the stream")
+        } else if stream.stream_id != ok.result_stream_id {
+            Some("result_stream_id does not match the stream")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return self.stream_failed(now, job, ErrorCode::ChecksumMismatch, p.to_string());
+        }
+        let Some(stream) = job.finished_stream.take() else { return };
+        job.pending_result = None;
+        job.rec.state = RequesterState::Done;
+        job.rec.result_content_type = Some(stream.content_type.clone());
+        job.rec.result_len = Some(stream.data.len() as u64);
+        job.rec.result_hash = Some(stream.sha256);
+        let outcome = Outcome::Ok {
+            content_type: stream.content_type.clone(),
+            len: stream.data.len() as u64,
+            sha256: stream.sha256,
+        };
+        self.save_requester(job, now, Some(stream.data));
+        self.notify(job.rec.job_id, Notice::Finished(outcome));
+    }
+
+    /// Returns whether the error belonged to a requester job (then it ends the job).
+    pub(super) fn on_requester_error(&mut self, now: u64, peer: &str, m: &LcpError) -> bool {
+        let job_id = m.envelope.job_id;
+        let Some(job) = self.rjobs.get(&job_id) else { return false };
+        if job.rec.peer != peer {
+            return false;
+        }
+        self.with_rjob(peer, job_id, |e, job| {
+            let message = format!("lcp_error code={}: {}", m.code.code(), m.message.as_deref().unwrap_or(""));
+            let kind = fail_kind(m.code);
+            match job.rec.state {
+                RequesterState::Requested => e.quote_failed(now, job, kind, message),
+                RequesterState::Paying | RequesterState::AwaitingResult => {
+                    e.job_failed(now, job, kind, Some(m.code.code()), message)
+                }
+                _ => tracing::debug!(target: "lcpd", %peer, "lcp_error for a finished job ignored: {message}"),
+            }
+        });
+        true
+    }
+
+    /// Cancels a job: `lcp_cancel` goes to the provider; the job ends now (the reference sends
+    /// no answer to a cancel).
+    pub fn cancel(&mut self, now: u64, job_id: [u8; 32], reason: Option<String>) -> Result<(), ReqError> {
+        let Some(mut job) = self.rjobs.remove(&job_id) else {
+            return Err(ReqError::new(BusCode::NotFound, "no such job"));
+        };
+        if job.rec.state.is_terminal() {
+            let state = job.rec.state;
+            self.rjobs.insert(job_id, job);
+            return Err(ReqError::new(BusCode::FailedPrecondition, format!("job already {}", state.as_str())));
+        }
+        let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+        let envelope = self.envelope(v02::PROTOCOL_VERSION, job_id, expiry);
+        let peer = job.rec.peer.clone();
+        self.send(&peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
+        job.rec.state = RequesterState::Cancelled;
+        job.stream = None;
+        if job.persisted {
+            self.save_requester(&mut job, now, None);
+        } else {
+            job.finished_at = Some(now);
+        }
+        self.notify(job_id, Notice::Finished(Outcome::Cancelled));
+        self.rjobs.insert(job_id, job);
+        Ok(())
+    }
+
+    pub(super) fn requester_peer_gone(&mut self, peer: &str) {
+        for job in self.rjobs.values_mut().filter(|j| j.rec.peer == peer) {
+            if Self::awaiting(job) && job.finished_stream.is_none() {
+                job.stream = None;
+                job.resend_on_ready = true;
+            }
+        }
+    }
+
+    /// The peer is (back) with a manifest: ask again for the results of paid jobs that lost
+    /// their connection (the provider re-sends the quote and the stored result).
+    pub(super) fn requester_peer_ready(&mut self, now: u64, peer: &str) {
+        let Some(max_payload) = self.peers.remote(peer).map(|m| m.max_payload_bytes) else { return };
+        let ids: Vec<[u8; 32]> = self
+            .rjobs
+            .values()
+            .filter(|j| j.rec.peer == peer && j.resend_on_ready && Self::awaiting(j))
+            .map(|j| j.rec.job_id)
+            .collect();
+        for id in ids {
+            let Some(mut job) = self.rjobs.remove(&id) else { continue };
+            job.resend_on_ready = false;
+            match self.request_messages(now, &job, max_payload) {
+                Ok(msgs) => {
+                    tracing::info!(target: "lcpd", %peer, job = %hex::encode(&id[..8]), "asking the provider again for a paid result");
+                    for m in msgs {
+                        self.send(peer, m);
+                    }
+                }
+                Err(e) => tracing::warn!(target: "lcpd", "cannot ask again: {e}"),
+            }
+            self.rjobs.insert(id, job);
+        }
+    }
+
+    pub(super) fn requester_tick(&mut self, now: u64) {
+        let ids: Vec<[u8; 32]> = self.rjobs.keys().copied().collect();
+        for id in ids {
+            let Some(mut job) = self.rjobs.remove(&id) else { continue };
+            match job.rec.state {
+                RequesterState::Requested if now >= job.deadline => {
+                    let msg = "no quote from the provider before the deadline".to_string();
+                    self.quote_failed(now, &mut job, FailKind::DeadlineExceeded, msg);
+                }
+                RequesterState::Quoted if now >= job.rec.quote_expiry => {
+                    job.rec.state = RequesterState::Expired;
+                    self.save_requester(&mut job, now, None);
+                }
+                RequesterState::Paying if !job.pay_in_flight => {
+                    job.pay_in_flight = true;
+                    self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
+                }
+                RequesterState::AwaitingResult if now >= job.deadline => {
+                    let msg = "no result from the provider before the deadline".to_string();
+                    self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
+                }
+                s if s.is_terminal()
+                    && job.finished_at.is_some_and(|t| now > t.saturating_add(self.cfg.keep_finished_secs)) =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
+            self.rjobs.insert(id, job);
+        }
+    }
+
+    /// Extends a job's deadline (a caller that accepts a quote gives the execution its own time).
+    pub fn set_deadline(&mut self, job_id: &[u8; 32], deadline: u64) {
+        if let Some(j) = self.rjobs.get_mut(job_id) {
+            j.deadline = deadline;
+        }
+    }
+
+    /// Puts a stored requester job back after a restart: a payment in flight is asked for
+    /// again (payd pays at most once per payment hash); a paid job asks the provider again for
+    /// its result when the provider is connected.
+    pub fn restore_requester(&mut self, now: u64, rec: RequesterRecord, input: Vec<u8>) {
+        let id = rec.job_id;
+        let mut job = RJob {
+            deadline: now.saturating_add(self.cfg.default_deadline_secs),
+            input,
+            stream: None,
+            finished_stream: None,
+            pending_result: None,
+            pay_in_flight: false,
+            resend_on_ready: false,
+            persisted: true,
+            finished_at: None,
+            rec,
+        };
+        match job.rec.state {
+            RequesterState::Requested => return,
+            RequesterState::Paying => {
+                job.pay_in_flight = true;
+                job.resend_on_ready = true;
+                self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
+            }
+            RequesterState::AwaitingResult => job.resend_on_ready = true,
+            s if s.is_terminal() => job.finished_at = Some(job.rec.updated_at),
+            _ => {}
+        }
+        self.rjobs.insert(id, job);
+    }
+}

@@ -1,0 +1,1028 @@
+//! Engine tests: a provider engine and a requester engine wired together in memory, with a
+//! stand-in worker (fixed price, scripted output) and a stand-in payd that signs real BOLT11
+//! invoices with the provider's key and settles them when the requester pays. The clock is a
+//! number the tests move.
+
+use super::records::{ProviderState, RequesterState};
+use super::requester::{Accepted, PayOutcome, QuoteArgs};
+use super::*;
+use crate::bus::api::jobd::OutputItem;
+use crate::wire::lcp::{
+    ErrorCode, LcpError, LcpResult, QuoteRequest, ResultOutcome, StreamBegin, StreamChunk, StreamEnd, StreamKind,
+};
+use lightning::bitcoin::hashes::{sha256, Hash};
+use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+const T0: u64 = 1_800_000_000;
+const CHAT: &str = "openai.chat_completions.v1";
+const MODEL: &str = "m1";
+
+fn key(b: u8) -> (SecretKey, String) {
+    let sk = SecretKey::from_slice(&[b; 32]).expect("constant key");
+    (sk, hex::encode(PublicKey::from_secret_key(&Secp256k1::new(), &sk).serialize()))
+}
+
+fn chat_input(model: &str) -> Vec<u8> {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#).into_bytes()
+}
+
+fn offers() -> Vec<Offer> {
+    vec![Offer { task_kind: CHAT.into(), model: Some(MODEL.into()) }]
+}
+
+/// How the stand-in worker answers.
+#[derive(Clone)]
+enum Work {
+    /// Produces this output when dispatched.
+    Output(Vec<OutputItem>),
+    /// Accepts the job and produces nothing (a job that runs long).
+    Hang,
+}
+
+fn json_output(bytes: &[u8]) -> Vec<OutputItem> {
+    vec![
+        OutputItem::Begin { content_type: "application/json; charset=utf-8".into() },
+        OutputItem::Chunk(bytes.to_vec()),
+        OutputItem::End { len: bytes.len() as u64, sha256: Sha256::digest(bytes).into() },
+    ]
+}
+
+/// A stored record with its input and result bytes.
+type Saved<R> = (R, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A tampering of a quote_response.
+type Tamper = Box<dyn Fn(&mut World, &mut crate::wire::lcp::QuoteResponse)>;
+
+struct World {
+    now: u64,
+    p: Engine,
+    r: Engine,
+    p_key: SecretKey,
+    p_id: String,
+    r_id: String,
+    wire: VecDeque<(bool, LcpMessage)>,
+    /// Messages the provider sent (for assertions).
+    p_sent: Vec<LcpMessage>,
+    /// Messages the requester sent.
+    r_sent: Vec<LcpMessage>,
+    notices: Vec<([u8; 32], Notice)>,
+    p_saved: HashMap<[u8; 32], Saved<ProviderRecord>>,
+    r_saved: HashMap<[u8; 32], Saved<RequesterRecord>>,
+    price: Result<u64, (u16, String)>,
+    invoice_ok: bool,
+    work: Work,
+    invoices: HashMap<[u8; 32], [u8; 32]>,
+    dispatches: usize,
+    cancels: usize,
+    pays: usize,
+    /// When false, Pay outputs are collected instead of carried out.
+    auto_pay: bool,
+    held_pays: Vec<([u8; 32], String)>,
+    /// When set, messages from the provider are dropped (a silent provider).
+    mute_provider: bool,
+}
+
+impl World {
+    fn new() -> Self {
+        let (p_key, p_id) = key(1);
+        let (_, r_id) = key(2);
+        let mut p = Engine::with_rng(EngineConfig::default(), p_id.clone(), StdRng::seed_from_u64(1));
+        p.set_offers(offers());
+        let r = Engine::with_rng(EngineConfig::default(), r_id.clone(), StdRng::seed_from_u64(2));
+        Self {
+            now: T0,
+            p,
+            r,
+            p_key,
+            p_id,
+            r_id,
+            wire: VecDeque::new(),
+            p_sent: Vec::new(),
+            r_sent: Vec::new(),
+            notices: Vec::new(),
+            p_saved: HashMap::new(),
+            r_saved: HashMap::new(),
+            price: Ok(5_000),
+            invoice_ok: true,
+            work: Work::Output(json_output(br#"{"ok":true}"#)),
+            invoices: HashMap::new(),
+            dispatches: 0,
+            cancels: 0,
+            pays: 0,
+            auto_pay: true,
+            held_pays: Vec::new(),
+            mute_provider: false,
+        }
+    }
+
+    fn connect(&mut self) {
+        self.p.peer_connected(self.now, &self.r_id.clone());
+        self.r.peer_connected(self.now, &self.p_id.clone());
+        self.pump();
+    }
+
+    fn disconnect(&mut self) {
+        self.p.peer_disconnected(self.now, &self.r_id.clone());
+        self.r.peer_disconnected(self.now, &self.p_id.clone());
+        self.wire.clear();
+    }
+
+    fn invoice(&mut self, amount: u64, dh: [u8; 32], expiry: u32, signer: &SecretKey) -> (String, [u8; 32]) {
+        let preimage: [u8; 32] = Sha256::digest(self.invoices.len().to_be_bytes()).into();
+        let hash: [u8; 32] = Sha256::digest(preimage).into();
+        let secp = Secp256k1::new();
+        let inv = InvoiceBuilder::new(Currency::Regtest)
+            .description_hash(sha256::Hash::from_byte_array(dh))
+            .payment_hash(sha256::Hash::from_byte_array(hash))
+            .payment_secret(PaymentSecret([3; 32]))
+            .duration_since_epoch(Duration::from_secs(self.now))
+            .min_final_cltv_expiry_delta(18)
+            .expiry_time(Duration::from_secs(u64::from(expiry)))
+            .amount_milli_satoshis(amount)
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, signer))
+            .expect("invoice builds");
+        self.invoices.insert(hash, preimage);
+        (inv.to_string(), hash)
+    }
+
+    /// Carries out both engines' outputs and delivers messages until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for out in self.p.drain() {
+                moved = true;
+                self.provider_out(out);
+            }
+            for out in self.r.drain() {
+                moved = true;
+                self.requester_out(out);
+            }
+            if let Some((to_provider, msg)) = self.wire.pop_front() {
+                moved = true;
+                // Every message crosses the wire encoded: it must encode and decode back.
+                let (t, payload) = msg.encode().expect("engine messages encode");
+                let back = LcpMessage::decode(t, &payload).expect("and decode");
+                assert_eq!(back, msg);
+                if to_provider {
+                    self.p.on_message(self.now, &self.r_id.clone(), back);
+                } else {
+                    self.r.on_message(self.now, &self.p_id.clone(), back);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the engines did not settle");
+    }
+
+    fn provider_out(&mut self, out: Out) {
+        match out {
+            Out::Send { peer, msg } => {
+                assert_eq!(peer, self.r_id);
+                self.p_sent.push(msg.clone());
+                if !self.mute_provider {
+                    self.wire.push_back((false, msg));
+                }
+            }
+            Out::Price { key, .. } => self.p.priced(self.now, &key, self.price.clone()),
+            Out::CreateInvoice { key, amount_msat, description_hash, expiry_secs } => {
+                let inv = if self.invoice_ok {
+                    let k = self.p_key;
+                    Ok(self.invoice(amount_msat, description_hash, expiry_secs, &k))
+                } else {
+                    Err("backend down".to_string())
+                };
+                self.p.invoiced(self.now, &key, inv);
+            }
+            Out::Dispatch { key, .. } => {
+                self.dispatches += 1;
+                self.p.dispatched(self.now, &key, Ok(()));
+                if let Work::Output(items) = self.work.clone() {
+                    for item in items {
+                        self.p.output(self.now, &key, item);
+                    }
+                }
+            }
+            Out::CancelRun { .. } => self.cancels += 1,
+            Out::LoadResult { key } => {
+                let r = self.p_saved.get(&key.1).and_then(|(_, _, r)| r.clone());
+                self.p.result_loaded(self.now, &key, r);
+            }
+            Out::SaveProvider { rec, input, result } => {
+                let e = self.p_saved.entry(rec.job_id).or_insert((rec.clone(), None, None));
+                e.0 = rec;
+                if input.is_some() {
+                    e.1 = input;
+                }
+                if result.is_some() {
+                    e.2 = result;
+                }
+            }
+            other => panic!("provider asked for a requester action: {other:?}"),
+        }
+    }
+
+    fn requester_out(&mut self, out: Out) {
+        match out {
+            Out::Send { peer, msg } => {
+                assert_eq!(peer, self.p_id);
+                self.r_sent.push(msg.clone());
+                self.wire.push_back((true, msg));
+            }
+            Out::Pay { job_id, bolt11 } => {
+                if !self.auto_pay {
+                    self.held_pays.push((job_id, bolt11));
+                    return;
+                }
+                self.pay(job_id, &bolt11);
+            }
+            Out::SaveRequester { rec, input, result } => {
+                let e = self.r_saved.entry(rec.job_id).or_insert((rec.clone(), None, None));
+                e.0 = rec;
+                if input.is_some() {
+                    e.1 = input;
+                }
+                if result.is_some() {
+                    e.2 = result;
+                }
+            }
+            Out::Notify { job_id, notice } => self.notices.push((job_id, notice)),
+            other => panic!("requester asked for a provider action: {other:?}"),
+        }
+    }
+
+    fn pay(&mut self, job_id: [u8; 32], bolt11: &str) {
+        self.pays += 1;
+        let d = crate::payd::backend::decode_bolt11(bolt11).expect("requester pays only decodable invoices");
+        let preimage = self.invoices[&d.payment_hash];
+        self.p.settled(self.now, d.payment_hash);
+        self.r.paid(self.now, job_id, PayOutcome::Paid(preimage));
+    }
+
+    fn quote(&mut self) -> [u8; 32] {
+        let id = self
+            .r
+            .request_quote(
+                self.now,
+                QuoteArgs {
+                    peer: self.p_id.clone(),
+                    task_kind: CHAT.into(),
+                    model: Some(MODEL.into()),
+                    input: chat_input(MODEL),
+                    input_content_type: None,
+                    max_price_msat: None,
+                    timeout_secs: Some(60),
+                },
+            )
+            .expect("request accepted");
+        self.pump();
+        id
+    }
+
+    fn notices_of(&self, id: [u8; 32]) -> Vec<Notice> {
+        self.notices.iter().filter(|(j, _)| *j == id).map(|(_, n)| n.clone()).collect()
+    }
+
+    fn finished(&self, id: [u8; 32]) -> Option<Outcome> {
+        self.notices_of(id).into_iter().find_map(|n| match n {
+            Notice::Finished(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    /// Feeds a message to the provider as if the requester sent it; returns the provider's
+    /// errors it caused.
+    fn send_provider(&mut self, msg: LcpMessage) -> Vec<(u16, String)> {
+        let before = self.p_sent.len();
+        self.p.on_message(self.now, &self.r_id.clone(), msg);
+        loop {
+            let outs = self.p.drain();
+            if outs.is_empty() {
+                break;
+            }
+            for out in outs {
+                self.provider_out(out);
+            }
+        }
+        self.wire.clear();
+        self.p_sent[before..]
+            .iter()
+            .filter_map(|m| match m {
+                LcpMessage::Error(e) => Some((e.code.code(), e.message.clone().unwrap_or_default())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn env(job: u8, msg: u8, expiry: u64) -> Envelope {
+    Envelope { protocol_version: 2, job_id: [job; 32], msg_id: [msg; 32], expiry }
+}
+
+fn qr(job: u8, msg: u8, model: &str) -> LcpMessage {
+    LcpMessage::QuoteRequest(QuoteRequest {
+        envelope: env(job, msg, T0 + 300),
+        task_kind: CHAT.into(),
+        params: Some(crate::wire::lcp::Params::with_model(model).encode().expect("params")),
+        extra: Vec::new(),
+    })
+}
+
+fn begin(job: u8, msg: u8, data: &[u8]) -> StreamBegin {
+    StreamBegin {
+        envelope: env(job, msg, T0 + 300),
+        stream_id: [0xee; 32],
+        stream_kind: StreamKind::Input,
+        total_len: Some(data.len() as u64),
+        sha256: Some(Sha256::digest(data).into()),
+        content_type: "application/json; charset=utf-8".into(),
+        content_encoding: "identity".into(),
+        extra: Vec::new(),
+    }
+}
+
+fn chunk(job: u8, seq: u32, data: &[u8]) -> LcpMessage {
+    LcpMessage::StreamChunk(StreamChunk {
+        protocol_version: 2,
+        job_id: [job; 32],
+        expiry: T0 + 300,
+        stream_id: [0xee; 32],
+        seq,
+        data: data.to_vec(),
+        extra: Vec::new(),
+    })
+}
+
+fn end(job: u8, msg: u8, data: &[u8]) -> LcpMessage {
+    LcpMessage::StreamEnd(StreamEnd {
+        envelope: env(job, msg, T0 + 300),
+        stream_id: [0xee; 32],
+        total_len: data.len() as u64,
+        sha256: Sha256::digest(data).into(),
+        extra: Vec::new(),
+    })
+}
+
+/// A connected world and a raw job sent up to (and including) its input stream.
+fn raw_job(w: &mut World, job: u8) -> Vec<(u16, String)> {
+    let data = chat_input(MODEL);
+    let mut errs = w.send_provider(qr(job, 1, MODEL));
+    errs.extend(w.send_provider(LcpMessage::StreamBegin(begin(job, 2, &data))));
+    errs.extend(w.send_provider(chunk(job, 0, &data)));
+    errs.extend(w.send_provider(end(job, 3, &data)));
+    errs
+}
+
+#[test]
+fn manifests_exchanged_once_each_way_and_repeats_accepted() {
+    let mut w = World::new();
+    w.connect();
+    let p_manifests = w.p_sent.iter().filter(|m| matches!(m, LcpMessage::Manifest(_))).count();
+    let r_manifests = w.r_sent.iter().filter(|m| matches!(m, LcpMessage::Manifest(_))).count();
+    // Both send on connect, and both answer the other's first manifest even though theirs went
+    // out already (the reference's rule): two each way, and no more.
+    assert_eq!((p_manifests, r_manifests), (2, 2));
+    // The provider advertises its offers; the requester (no workers) advertises none.
+    let pm = w.r.remote_manifest(&w.p_id).expect("provider manifest kept").clone();
+    let tasks = pm.supported_tasks.clone().expect("tasks");
+    assert_eq!(tasks[0].task_kind, CHAT);
+    assert_eq!(pm.max_payload_bytes, 16_384);
+    assert_eq!(pm.max_inflight_jobs, Some(32));
+    assert!(w.p.remote_manifest(&w.r_id).expect("kept").supported_tasks.is_none());
+    // A repeated manifest (the reference may resend) replaces the stored one, answered no more.
+    let mut again = pm.clone();
+    again.max_payload_bytes = 8_192;
+    let sent = w.p_sent.len();
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(again));
+    assert!(w.r.drain().is_empty(), "a repeated manifest is not answered");
+    assert_eq!(w.r.remote_manifest(&w.p_id).map(|m| m.max_payload_bytes), Some(8_192));
+    assert_eq!(w.p_sent.len(), sent);
+    // First manifest of a connection is answered even when ours went out first.
+    w.disconnect();
+    w.r.peer_connected(w.now, &w.p_id.clone());
+    let first = w.r.drain();
+    assert!(matches!(&first[..], [Out::Send { msg: LcpMessage::Manifest(_), .. }]));
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(pm));
+    let reply = w.r.drain();
+    assert!(matches!(&reply[..], [Out::Send { msg: LcpMessage::Manifest(_), .. }]), "{reply:?}");
+}
+
+#[test]
+fn whole_job_quote_pay_result() {
+    let mut w = World::new();
+    w.connect();
+    let id = w.quote();
+    assert_eq!(w.notices_of(id), vec![Notice::Quoted]);
+    let rrec = w.r.requester_job(&id).expect("job").clone();
+    assert_eq!(rrec.state, RequesterState::Quoted);
+    assert_eq!(rrec.price_msat, 5_000);
+    // The provider stored the quote (with the input) before sending it.
+    let (prec, input, _) = w.p_saved[&id].clone();
+    assert_eq!(prec.state, ProviderState::Quoted);
+    assert_eq!(prec.terms_hash, rrec.terms_hash);
+    assert_eq!(input.as_deref(), Some(&chat_input(MODEL)[..]));
+    assert_eq!(w.r.accept(w.now, id, Some(5_000)), Ok(Accepted::Paying));
+    w.pump();
+    let out = br#"{"ok":true}"#.to_vec();
+    let sha: [u8; 32] = Sha256::digest(&out).into();
+    assert_eq!(
+        w.finished(id),
+        Some(Outcome::Ok {
+            content_type: "application/json; charset=utf-8".into(),
+            len: out.len() as u64,
+            sha256: sha
+        })
+    );
+    let chunks: Vec<u8> = w
+        .notices_of(id)
+        .into_iter()
+        .filter_map(|n| if let Notice::Chunk(c) = n { Some(c) } else { None })
+        .flatten()
+        .collect();
+    assert_eq!(chunks, out);
+    assert_eq!(w.r_saved[&id].0.state, RequesterState::Done);
+    assert_eq!(w.r_saved[&id].2.as_deref(), Some(&out[..]));
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Done);
+    assert_eq!(w.p_saved[&id].2.as_deref(), Some(&out[..]));
+    let preimage = w.r_saved[&id].0.preimage.expect("preimage stored");
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(preimage)), w.r_saved[&id].0.payment_hash);
+    assert_eq!((w.dispatches, w.pays), (1, 1));
+    // The provider's result carries total_len and sha256 in its begin (a JSON result).
+    let b = w.p_sent.iter().find_map(|m| match m {
+        LcpMessage::StreamBegin(b) => Some(b.clone()),
+        _ => None,
+    });
+    let b = b.expect("result begin");
+    assert_eq!((b.total_len, b.sha256), (Some(out.len() as u64), Some(sha)));
+}
+
+#[test]
+fn sse_result_is_streamed_as_it_arrives() {
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    let key = (w.r_id.clone(), id);
+    w.p.output(w.now, &key, OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() });
+    w.p.output(w.now, &key, OutputItem::Chunk(b"data: one\n\n".to_vec()));
+    w.pump();
+    // The first event reached the requester's caller before the worker finished.
+    assert!(w.notices_of(id).contains(&Notice::Chunk(b"data: one\n\n".to_vec())));
+    assert_eq!(w.finished(id), None);
+    let b = w.p_sent.iter().find_map(|m| if let LcpMessage::StreamBegin(b) = m { Some(b.clone()) } else { None });
+    assert_eq!(b.map(|b| (b.total_len, b.sha256)), Some((None, None)), "SSE begin has no length or hash");
+    w.p.output(w.now, &key, OutputItem::Chunk(b"data: [DONE]\n\n".to_vec()));
+    w.p.output(w.now, &key, OutputItem::End { len: 0, sha256: [0; 32] });
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 25, .. })), "{:?}", w.finished(id));
+}
+
+#[test]
+fn error_codes_of_the_provider() {
+    let data = chat_input(MODEL);
+    let code = |errs: Vec<(u16, String)>| errs.first().map(|e| e.0);
+
+    // 10: before manifests are exchanged.
+    let mut w = World::new();
+    assert_eq!(code(w.send_provider(qr(1, 1, MODEL))), Some(10));
+
+    let mut w = World::new();
+    w.connect();
+    // 1: protocol version.
+    let mut m = qr(1, 1, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut m {
+        q.envelope.protocol_version = 3;
+    }
+    let errs = w.send_provider(m);
+    assert_eq!(code(errs), Some(1));
+    // 2: unknown task kind; model not offered.
+    let mut m = qr(2, 1, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut m {
+        q.task_kind = "x.v1".into();
+    }
+    assert_eq!(code(w.send_provider(m)), Some(2));
+    let errs = w.send_provider(qr(3, 1, "other"));
+    assert_eq!(code(errs.clone()), Some(2));
+    assert_eq!(errs[0].1, r#"unsupported model: "other" (supported: m1)"#);
+    // 8: params with an unknown record; params missing.
+    let mut m = qr(4, 1, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut m {
+        q.params.as_mut().expect("params").extend_from_slice(&[0x05, 0x01, 0x00]);
+    }
+    assert_eq!(code(w.send_provider(m)), Some(8));
+    let mut m = qr(5, 1, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut m {
+        q.params = None;
+    }
+    assert_eq!(code(w.send_provider(m)), Some(8));
+    // 10: input stream without a quote_request.
+    assert_eq!(code(w.send_provider(LcpMessage::StreamBegin(begin(6, 2, &data)))), Some(10));
+    // 9: content encoding; content type.
+    assert!(w.send_provider(qr(7, 1, MODEL)).is_empty());
+    let mut b = begin(7, 2, &data);
+    b.content_encoding = "gzip".into();
+    assert_eq!(code(w.send_provider(LcpMessage::StreamBegin(b))), Some(9));
+    let mut b = begin(7, 3, &data);
+    b.content_type = "text/plain".into();
+    assert_eq!(code(w.send_provider(LcpMessage::StreamBegin(b))), Some(9));
+    // 10: begin without total_len.
+    let mut b = begin(7, 4, &data);
+    b.total_len = None;
+    assert_eq!(code(w.send_provider(LcpMessage::StreamBegin(b))), Some(10));
+    // 6: input over our limit.
+    let mut b = begin(7, 5, &data);
+    b.total_len = Some(v02::DEFAULT_MAX_STREAM_BYTES + 1);
+    assert_eq!(code(w.send_provider(LcpMessage::StreamBegin(b))), Some(6));
+    // 11: a chunk skipping seq 0.
+    assert!(w.send_provider(LcpMessage::StreamBegin(begin(7, 6, &data))).is_empty());
+    assert_eq!(code(w.send_provider(chunk(7, 1, &data))), Some(11));
+    // 12: stream_end whose hash disagrees.
+    assert!(w.send_provider(qr(8, 1, MODEL)).is_empty());
+    assert!(w.send_provider(LcpMessage::StreamBegin(begin(8, 2, &data))).is_empty());
+    assert!(w.send_provider(chunk(8, 0, &data)).is_empty());
+    let mut e = end(8, 3, &data);
+    if let LcpMessage::StreamEnd(e) = &mut e {
+        e.sha256 = [0; 32];
+    }
+    assert_eq!(code(w.send_provider(e)), Some(12));
+    // 10: stream_end with no job at all (the reference's "no input stream for job").
+    assert_eq!(code(w.send_provider(end(9, 3, &data))), Some(10));
+    // 7: the worker refuses with rate_limited; 4: invoice creation fails.
+    w.price = Err((7, "upstream busy".into()));
+    assert_eq!(code(raw_job(&mut w, 10)), Some(7));
+    w.price = Ok(1_000);
+    w.invoice_ok = false;
+    let errs = raw_job(&mut w, 11);
+    assert_eq!(errs, vec![(4, "failed to create invoice".to_string())]);
+    w.invoice_ok = true;
+    // 5: a retried quote_request that differs; 3: a retry after the quote expired.
+    assert!(raw_job(&mut w, 12).is_empty());
+    assert_eq!(code(w.send_provider(qr(12, 9, "m2"))), Some(2), "model check comes first");
+    let mut m = qr(12, 10, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut m {
+        q.params = Some(vec![0x01, 0x02, b'm', b'1']);
+        q.task_kind = CHAT.into();
+    }
+    assert!(w.send_provider(m).is_empty(), "same params re-sends the quote");
+    let mut w2 = World::new();
+    w2.p.set_offers(vec![Offer { task_kind: CHAT.into(), model: None }]);
+    w2.connect();
+    assert!(raw_job(&mut w2, 1).is_empty());
+    assert_eq!(code(w2.send_provider(qr(1, 9, "another"))), Some(5));
+    w2.now += 301;
+    w2.p.tick(w2.now);
+    let mut late = qr(1, 10, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut late {
+        q.envelope.expiry = w2.now + 300;
+    }
+    assert_eq!(code(w2.send_provider(late)), Some(3));
+    // 2: provider disabled (no workers).
+    let mut w3 = World::new();
+    w3.p.set_offers(Vec::new());
+    w3.connect();
+    assert_eq!(w3.send_provider(qr(1, 1, MODEL)), vec![(2, "provider disabled".to_string())]);
+}
+
+#[test]
+fn retried_quote_request_gets_the_stored_quote_and_replays_are_dropped() {
+    let mut w = World::new();
+    w.connect();
+    assert!(raw_job(&mut w, 1).is_empty());
+    let quotes = |w: &World| {
+        w.p_sent
+            .iter()
+            .filter_map(|m| if let LcpMessage::QuoteResponse(q) = m { Some(q.clone()) } else { None })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(quotes(&w).len(), 1);
+    // The same msg_id again: a replay, dropped without an answer.
+    assert!(w.send_provider(qr(1, 1, MODEL)).is_empty());
+    assert_eq!(quotes(&w).len(), 1);
+    // A fresh msg_id: the stored quote again, same invoice and terms.
+    assert!(w.send_provider(qr(1, 9, MODEL)).is_empty());
+    let q = quotes(&w);
+    assert_eq!(q.len(), 2);
+    assert_eq!((q[0].terms_hash, &q[0].payment_request), (q[1].terms_hash, &q[1].payment_request));
+    // An envelope whose expiry has passed is dropped.
+    let mut old = qr(2, 1, MODEL);
+    if let LcpMessage::QuoteRequest(q) = &mut old {
+        q.envelope.expiry = w.now - 1;
+    }
+    assert!(w.send_provider(old).is_empty());
+    assert!(w.p.provider_jobs().iter().all(|j| j.job_id != [2; 32]));
+}
+
+#[test]
+fn quote_expiry_with_the_clock() {
+    let mut w = World::new();
+    w.connect();
+    let id = w.quote();
+    let expiry = w.r.requester_job(&id).expect("job").quote_expiry;
+    assert_eq!(expiry, T0 + 300);
+    w.now = expiry;
+    let err = w.r.accept(w.now, id, None).expect_err("expired");
+    assert_eq!(err.message, "quote expired");
+    assert_eq!(w.pays, 0);
+    w.p.tick(w.now + 1);
+    w.pump();
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Expired);
+}
+
+#[test]
+fn requester_checks_the_quote_before_paying() {
+    // A provider that lies about the price in its quote_response: terms_hash no longer matches.
+    let mut w = World::new();
+    w.connect();
+    w.r.request_quote(
+        w.now,
+        QuoteArgs {
+            peer: w.p_id.clone(),
+            task_kind: CHAT.into(),
+            model: Some(MODEL.into()),
+            input: chat_input(MODEL),
+            input_content_type: None,
+            max_price_msat: Some(4_999),
+            timeout_secs: None,
+        },
+    )
+    .expect("sent");
+    w.pump();
+    let failed = w.notices.iter().find_map(|(_, n)| match n {
+        Notice::QuoteFailed { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(failed.as_deref(), Some("price 5000 msat exceeds the ceiling of 4999 msat"));
+
+    // Tampered quotes, fed to the requester directly.
+    let cases: Vec<(&str, Tamper)> = vec![
+        ("terms_hash mismatch", Box::new(|_, q| q.price_msat += 1)),
+        (
+            "invoice: ",
+            Box::new(|w, q| {
+                let other = key(9).0;
+                q.payment_request = w.invoice(q.price_msat, q.terms_hash, 295, &other).0;
+            }),
+        ),
+        (
+            "invoice: ",
+            Box::new(|w, q| {
+                let k = w.p_key;
+                q.payment_request = w.invoice(q.price_msat + 1, q.terms_hash, 295, &k).0;
+            }),
+        ),
+        (
+            "invoice: ",
+            Box::new(|w, q| {
+                let k = w.p_key;
+                q.payment_request = w.invoice(q.price_msat, [7; 32], 295, &k).0;
+            }),
+        ),
+        (
+            "invoice: ",
+            Box::new(|w, q| {
+                let k = w.p_key;
+                q.payment_request = w.invoice(q.price_msat, q.terms_hash, 400, &k).0;
+            }),
+        ),
+    ];
+    for (want, tamper) in cases {
+        let mut w = World::new();
+        w.connect();
+        w.mute_provider = true;
+        let id = w.quote();
+        let mut q = w
+            .p_sent
+            .iter()
+            .find_map(|m| if let LcpMessage::QuoteResponse(q) = m { Some(q.clone()) } else { None })
+            .expect("quote");
+        tamper(&mut w, &mut q);
+        w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::QuoteResponse(q));
+        w.mute_provider = false;
+        w.pump();
+        let msg = w.notices_of(id).into_iter().find_map(|n| match n {
+            Notice::QuoteFailed { message, .. } => Some(message),
+            _ => None,
+        });
+        let msg = msg.unwrap_or_else(|| panic!("{want}: no failure"));
+        assert!(msg.starts_with(want), "{want} vs {msg}");
+        assert!(w.r.accept(w.now, id, None).is_err());
+        assert_eq!(w.pays, 0);
+    }
+}
+
+#[test]
+fn cancel_stops_the_run_and_is_answered() {
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    w.r.cancel(w.now, id, Some("user".into())).expect("cancel");
+    w.pump();
+    assert_eq!(w.cancels, 1);
+    assert_eq!(w.finished(id), Some(Outcome::Cancelled));
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Cancelled);
+    let answered = w
+        .p_sent
+        .iter()
+        .any(|m| matches!(m, LcpMessage::Result(LcpResult { outcome: ResultOutcome::Cancelled { .. }, .. })));
+    assert!(answered, "lcp_result(cancelled) sent");
+    // A late output of the stopped run changes nothing.
+    w.p.output(w.now, &(w.r_id.clone(), id), OutputItem::Chunk(b"late".to_vec()));
+    w.pump();
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Cancelled);
+}
+
+#[test]
+fn quirk_spurious_error_after_a_finished_job_is_ignored() {
+    let mut w = World::new();
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { .. })));
+    // The reference's requester node answers our result stream_end with this error.
+    let spurious = LcpMessage::Error(LcpError {
+        envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [5; 32], expiry: w.now + 300 },
+        code: ErrorCode::InvalidState,
+        message: Some("no input stream for job".into()),
+        extra: Vec::new(),
+    });
+    assert!(w.send_provider(spurious.clone()).is_empty());
+    assert_eq!(w.p.provider_jobs()[0].state, ProviderState::Done);
+    // And on the requester side an error for a finished job changes nothing.
+    w.r.on_message(w.now, &w.p_id.clone(), spurious);
+    w.pump();
+    assert_eq!(w.r.requester_job(&id).map(|j| j.state), Some(RequesterState::Done));
+}
+
+#[test]
+fn quirk_error_instead_of_result_after_payment_ends_the_job() {
+    let mut w = World::new();
+    w.work = Work::Output(vec![OutputItem::Failed { lcp_code: 7, message: "upstream 503".into() }]);
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    assert_eq!(
+        w.finished(id),
+        Some(Outcome::Failed {
+            kind: FailKind::ResourceExhausted,
+            lcp_code: Some(7),
+            message: "lcp_error code=7: upstream 503".into()
+        })
+    );
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Failed);
+    assert_eq!(w.r_saved[&id].0.state, RequesterState::Failed);
+    // A provider result(failed) ends it too.
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    let failed = LcpMessage::Result(LcpResult {
+        envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [6; 32], expiry: w.now + 300 },
+        outcome: ResultOutcome::Failed { message: None },
+        extra: Vec::new(),
+    });
+    w.r.on_message(w.now, &w.p_id.clone(), failed);
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Failed { lcp_code: None, .. })));
+}
+
+#[test]
+fn quirk_silent_provider_hits_our_deadline() {
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    w.r.tick(w.now + 59);
+    w.pump();
+    assert_eq!(w.finished(id), None);
+    w.r.tick(w.now + 60);
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::DeadlineExceeded, .. })));
+    // A silent provider before the quote: the quote wait ends at the deadline too.
+    let mut w = World::new();
+    w.connect();
+    w.mute_provider = true;
+    let id = w.quote();
+    w.r.tick(w.now + 60);
+    w.pump();
+    assert!(w.notices_of(id).iter().any(|n| matches!(n, Notice::QuoteFailed { kind: FailKind::DeadlineExceeded, .. })));
+}
+
+#[test]
+fn result_checks_on_the_requester() {
+    // A result whose lcp_result disagrees with the stream fails with checksum_mismatch, and
+    // the provider hears it.
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    let data = b"abc".to_vec();
+    let sha: [u8; 32] = Sha256::digest(&data).into();
+    let e = |m: u8| Envelope { protocol_version: 2, job_id: id, msg_id: [m; 32], expiry: w.now + 300 };
+    let p = w.p_id.clone();
+    w.r.on_message(
+        w.now,
+        &p,
+        LcpMessage::StreamBegin(StreamBegin {
+            envelope: e(1),
+            stream_id: [4; 32],
+            stream_kind: StreamKind::Result,
+            total_len: Some(3),
+            sha256: Some(sha),
+            content_type: "application/json; charset=utf-8".into(),
+            content_encoding: "identity".into(),
+            extra: Vec::new(),
+        }),
+    );
+    w.r.on_message(
+        w.now,
+        &p,
+        LcpMessage::StreamChunk(StreamChunk {
+            protocol_version: 2,
+            job_id: id,
+            expiry: w.now + 300,
+            stream_id: [4; 32],
+            seq: 0,
+            data: data.clone(),
+            extra: Vec::new(),
+        }),
+    );
+    w.r.on_message(
+        w.now,
+        &p,
+        LcpMessage::StreamEnd(StreamEnd {
+            envelope: e(2),
+            stream_id: [4; 32],
+            total_len: 3,
+            sha256: sha,
+            extra: Vec::new(),
+        }),
+    );
+    w.r.on_message(
+        w.now,
+        &p,
+        LcpMessage::Result(LcpResult {
+            envelope: e(3),
+            outcome: ResultOutcome::Ok(crate::wire::lcp::ResultOk {
+                result_stream_id: [5; 32],
+                result_hash: sha,
+                result_len: 3,
+                result_content_type: "application/json; charset=utf-8".into(),
+                result_content_encoding: "identity".into(),
+            }),
+            extra: Vec::new(),
+        }),
+    );
+    w.pump();
+    match w.finished(id) {
+        Some(Outcome::Failed { lcp_code: Some(12), message, .. }) => {
+            assert!(message.contains("result_stream_id"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(w.r_sent.iter().any(|m| matches!(m, LcpMessage::Error(e) if e.code == ErrorCode::ChecksumMismatch)));
+}
+
+#[test]
+fn restart_provider_paid_job_runs_and_requester_gets_result_again() {
+    // Requester paid; the provider "crashes" right after recording the payment.
+    let mut w = World::new();
+    w.work = Work::Hang;
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Running);
+    let (rec, input, _) = w.p_saved[&id].clone();
+    // A new provider engine from the stored record, a new connection.
+    w.disconnect();
+    w.p = Engine::with_rng(EngineConfig::default(), w.p_id.clone(), StdRng::seed_from_u64(9));
+    w.p.set_offers(offers());
+    w.work = Work::Output(json_output(b"{\"again\":1}"));
+    let before = w.dispatches;
+    w.p.restore_provider(w.now, rec, input);
+    w.pump();
+    assert_eq!(w.dispatches, before + 1, "the paid job runs again");
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::ResultReady, "stored, requester not connected");
+    w.connect();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 11, .. })), "{:?}", w.notices_of(id));
+    assert_eq!(w.pays, 1, "paid once");
+}
+
+#[test]
+fn restart_requester_asks_again_for_a_paid_result() {
+    let mut w = World::new();
+    w.connect();
+    let id = w.quote();
+    w.auto_pay = false;
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    // The requester "crashed" with the payment handed to payd: the stored state says paying.
+    let (rec, input, _) = w.r_saved[&id].clone();
+    assert_eq!(rec.state, RequesterState::Paying);
+    w.disconnect();
+    w.r = Engine::with_rng(EngineConfig::default(), w.r_id.clone(), StdRng::seed_from_u64(7));
+    w.auto_pay = true;
+    w.r.restore_requester(w.now, rec, input.expect("input stored"));
+    // payd is asked again (it pays at most once per hash), and the provider runs the job.
+    w.pump();
+    assert_eq!(w.pays, 1);
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::ResultReady);
+    // Reconnect: the requester asks again with the same job id; the provider re-sends the
+    // quote and the stored result.
+    w.connect();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { .. })), "{:?}", w.notices_of(id));
+    assert_eq!(w.r_saved[&id].0.state, RequesterState::Done);
+    assert_eq!(w.dispatches, 1, "run once");
+
+    // Re-delivery of a done job when asked again after the quote expired.
+    let (rec, input, _) = w.r_saved[&id].clone();
+    let mut rec = rec;
+    rec.state = RequesterState::AwaitingResult;
+    w.now += 1_000;
+    w.disconnect();
+    w.notices.clear();
+    w.r = Engine::with_rng(EngineConfig::default(), w.r_id.clone(), StdRng::seed_from_u64(8));
+    w.r.restore_requester(w.now, rec, input.expect("input"));
+    w.connect();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { .. })), "{:?}", w.notices_of(id));
+    assert_eq!(w.dispatches, 1, "still run once");
+}
+
+#[test]
+fn sizes_checked_against_the_peer_manifest_before_sending() {
+    let mut w = World::new();
+    w.connect();
+    let big = vec![b' '; (v02::DEFAULT_MAX_STREAM_BYTES + 1) as usize];
+    let err =
+        w.r.request_quote(
+            w.now,
+            QuoteArgs {
+                peer: w.p_id.clone(),
+                task_kind: "x.v1".into(),
+                model: None,
+                input: big,
+                input_content_type: Some("text/plain".into()),
+                max_price_msat: None,
+                timeout_secs: None,
+            },
+        )
+        .expect_err("too big");
+    assert_eq!(err.code, crate::bus::ErrorCode::ResourceExhausted);
+    assert!(w.r.drain().is_empty(), "nothing sent");
+    // Unknown peer.
+    let err =
+        w.r.request_quote(
+            w.now,
+            QuoteArgs {
+                peer: key(5).1,
+                task_kind: CHAT.into(),
+                model: Some(MODEL.into()),
+                input: chat_input(MODEL),
+                input_content_type: None,
+                max_price_msat: None,
+                timeout_secs: None,
+            },
+        )
+        .expect_err("not connected");
+    assert_eq!(err.code, crate::bus::ErrorCode::FailedPrecondition);
+}
+
+#[test]
+fn chunked_input_and_result_fit_a_small_max_payload() {
+    let mut w = World::new();
+    w.r = Engine::with_rng(
+        EngineConfig { limits: Limits { max_payload_bytes: 1_000, ..Limits::default() }, ..EngineConfig::default() },
+        w.r_id.clone(),
+        StdRng::seed_from_u64(3),
+    );
+    let result: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    w.work = Work::Output(json_output(&result));
+    w.connect();
+    let id = w.quote();
+    w.r.accept(w.now, id, None).expect("accept");
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 20_000, .. })));
+    for m in &w.p_sent {
+        let (_, payload) = m.encode().expect("encodes");
+        assert!(payload.len() <= 1_000, "{} bytes", payload.len());
+    }
+    assert_eq!(w.r_saved[&id].2.as_deref(), Some(&result[..]));
+}
