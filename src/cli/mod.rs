@@ -1,6 +1,7 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
 pub mod channel;
+pub mod job;
 pub mod peer;
 pub mod status;
 pub mod wire;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Payment channels: open (devnet), list
     #[command(subcommand)]
     Channel(channel::ChannelCmd),
+    /// LCP jobs: quote, run, accept, list, show, cancel; LCP peers
+    #[command(subcommand)]
+    Job(job::JobCmd),
     /// The node's jobd workers
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
@@ -109,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
         Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
         Command::Channel(cmd) => channel::run(&bus, cmd, cli.json, timeout).await,
+        Command::Job(cmd) => job::run(&bus, cmd, cli.json, timeout).await,
         Command::Wire(_) => unreachable_offline(),
     };
     bus.close();

@@ -25,7 +25,12 @@ pub const WORKER_LOST_CODE: u16 = 7;
 pub enum Owner {
     /// A bus client that asked for a test job; output goes to it as `LcpdApi::JobOutput`.
     Client { id: ServiceId, job_id: [u8; 32] },
+    /// A paid LCP job; output goes back to lcpd's engine through the dispatcher's local channel.
+    Lcp,
 }
+
+/// Output of LCP jobs, handed back to lcpd's loop.
+pub type LocalOutput = mpsc::UnboundedSender<(JobKey, OutputItem)>;
 
 struct Active {
     owner: Owner,
@@ -50,12 +55,31 @@ pub struct Dispatcher {
     active: HashMap<JobKey, Active>,
     runs: HashMap<[u8; 32], JobKey>,
     executed: mpsc::Sender<Executed>,
+    local: LocalOutput,
 }
 
 impl Dispatcher {
-    /// A dispatcher holding at most `max_inflight` jobs; `executed` feeds `Execute` outcomes back.
-    pub fn new(bus: Bus, max_inflight: usize, executed: mpsc::Sender<Executed>) -> Self {
-        Self { bus, pool: WorkerPool::new(max_inflight), active: HashMap::new(), runs: HashMap::new(), executed }
+    /// A dispatcher holding at most `max_inflight` jobs; `executed` feeds `Execute` outcomes back,
+    /// `local` carries the output of [`Owner::Lcp`] jobs.
+    pub fn new(bus: Bus, max_inflight: usize, executed: mpsc::Sender<Executed>, local: LocalOutput) -> Self {
+        Self { bus, pool: WorkerPool::new(max_inflight), active: HashMap::new(), runs: HashMap::new(), executed, local }
+    }
+
+    /// Stops a job: its worker is told to cancel the run, and the job leaves the pool (its late
+    /// output is dropped). Returns whether the job was known.
+    pub fn cancel(&mut self, key: &JobKey) -> bool {
+        let Some(a) = self.active.get(key) else { return false };
+        if let (Some(run_id), Some(worker)) = (a.run_id, a.worker.clone()) {
+            let bus = self.bus.clone();
+            tokio::spawn(async move {
+                let body = Body::Jobd(JobdApi::Cancel { job_id: run_id });
+                if let Err(e) = bus.request(&worker, body, EXECUTE_TIMEOUT).await {
+                    tracing::warn!(target: "lcpd", worker = %worker, "cancel not confirmed: {e}");
+                }
+            });
+        }
+        self.finish(key);
+        true
     }
 
     /// The pool, for the manifest's offers.
@@ -150,7 +174,7 @@ impl Dispatcher {
         if matches!(item, OutputItem::Chunk(_)) {
             self.pool.started_streaming(&key);
         }
-        self.deliver(&owner, item);
+        self.deliver(&key, &owner, item);
         if terminal {
             self.finish(&key);
         }
@@ -181,7 +205,7 @@ impl Dispatcher {
     fn fail(&mut self, key: &JobKey, code: u16, message: &str) {
         if let Some(a) = self.active.get(key) {
             let owner = a.owner.clone();
-            self.deliver(&owner, OutputItem::Failed { lcp_code: code, message: message.to_string() });
+            self.deliver(key, &owner, OutputItem::Failed { lcp_code: code, message: message.to_string() });
         }
         self.finish(key);
     }
@@ -198,8 +222,13 @@ impl Dispatcher {
         }
     }
 
-    fn deliver(&self, owner: &Owner, item: OutputItem) {
+    fn deliver(&self, key: &JobKey, owner: &Owner, item: OutputItem) {
         match owner {
+            Owner::Lcp => {
+                if self.local.send((key.clone(), item)).is_err() {
+                    tracing::warn!(target: "lcpd", "job output dropped: lcpd's loop is gone");
+                }
+            }
             Owner::Client { id, job_id } => {
                 let body = Body::Lcpd(LcpdApi::JobOutput { job_id: *job_id, item });
                 if let Err(e) = self.bus.send_event(id, body) {

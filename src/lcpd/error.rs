@@ -11,12 +11,14 @@ pub enum LcpdError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("job store: {0}")]
+    Jobs(String),
 }
 
 impl ToErrorCode for LcpdError {
     fn code(&self) -> ErrorCode {
         match self {
-            LcpdError::Datadir(_) | LcpdError::Store(_) => ErrorCode::Internal,
+            LcpdError::Datadir(_) | LcpdError::Store(_) | LcpdError::Jobs(_) => ErrorCode::Internal,
             LcpdError::Bus(e) => e.code(),
         }
     }

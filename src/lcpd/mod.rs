@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod opts;
 pub mod runtime;
+pub mod store;
 pub mod workers;
 
 pub use error::LcpdError;

@@ -18,12 +18,18 @@ pub struct Opts {
 /// Default limit of jobs running or queued on this node's workers.
 pub const DEFAULT_MAX_INFLIGHT_JOBS: u16 = 32;
 
+/// Default lifetime of a quote, seconds (the reference's default).
+pub const DEFAULT_QUOTE_TTL_SECS: u64 = 300;
+
 /// lcpd's own flags.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct LcpdArgs {
     /// Jobs running or waiting for a worker at most; more are refused [default: 32]
     #[arg(long, env = "LCP_MAX_INFLIGHT_JOBS", value_name = "N")]
     pub max_inflight_jobs: Option<u16>,
+    /// Seconds a quote stays valid; payment, execution and delivery fit in it [default: 300]
+    #[arg(long, env = "LCP_QUOTE_TTL_SECS", value_name = "SECS")]
+    pub quote_ttl_secs: Option<u64>,
 }
 
 /// `[lcpd]` section of the config file.
@@ -32,6 +38,8 @@ pub struct LcpdArgs {
 pub struct LcpdFile {
     /// See [`LcpdArgs::max_inflight_jobs`].
     pub max_inflight_jobs: Option<u16>,
+    /// See [`LcpdArgs::quote_ttl_secs`].
+    pub quote_ttl_secs: Option<u64>,
 }
 
 /// Resolved lcpd settings.
@@ -41,6 +49,8 @@ pub struct LcpdConfig {
     pub node: NodeConfig,
     /// Jobs running or queued at most (advertised as the manifest's `max_inflight_jobs`).
     pub max_inflight_jobs: u16,
+    /// Lifetime of a quote, seconds.
+    pub quote_ttl_secs: u64,
 }
 
 impl LcpdConfig {
@@ -50,6 +60,10 @@ impl LcpdConfig {
         if max_inflight_jobs == 0 {
             return Err(ConfigError::Invalid { what: "max-inflight-jobs", msg: "must be at least 1".into() });
         }
-        Ok(Self { node: node.clone(), max_inflight_jobs })
+        let quote_ttl_secs = pick(args.quote_ttl_secs, file.quote_ttl_secs, DEFAULT_QUOTE_TTL_SECS);
+        if !(10..=86_400).contains(&quote_ttl_secs) {
+            return Err(ConfigError::Invalid { what: "quote-ttl-secs", msg: "must be between 10 and 86400".into() });
+        }
+        Ok(Self { node: node.clone(), max_inflight_jobs, quote_ttl_secs })
     }
 }

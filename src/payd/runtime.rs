@@ -274,7 +274,12 @@ impl Bridge {
                             amount_msat: p.amount_msat,
                             fee_msat: p.fee_msat,
                         })
-                        .map_err(|e| fail(ErrorCode::FailedPrecondition, &e)),
+                        // A timeout leaves the payment pending: the caller must ask again (pay is
+                        // idempotent), not treat it as failed.
+                        .map_err(|e| match e {
+                            super::backend::PaydError::Timeout { .. } => fail(ErrorCode::DeadlineExceeded, &e),
+                            e => fail(ErrorCode::FailedPrecondition, &e),
+                        }),
                     );
                 });
             }

@@ -349,6 +349,14 @@ impl Engine {
         }
     }
 
+    /// Sends our (changed) manifest to every peer that has sent theirs; peers keep the latest.
+    pub fn announce_manifest(&mut self) {
+        let peers: Vec<String> = self.peers.ready().into_iter().map(|(p, _)| p).collect();
+        for p in peers {
+            self.send_manifest(&p);
+        }
+    }
+
     /// Peers whose manifest we hold, sorted by node id.
     pub fn lcp_peers(&self) -> Vec<(String, Manifest)> {
         self.peers.ready()
