@@ -147,6 +147,11 @@ impl Bus {
         self.inner.incoming.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
+    /// Gives back a queue taken with [`Bus::take_incoming`], so that it can be taken again.
+    pub fn put_incoming(&self, rx: mpsc::Receiver<Incoming>) {
+        *self.inner.incoming.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
+    }
+
     /// Sends a request and waits for its reply. An error reply becomes [`BusError::Remote`].
     pub async fn request(&self, to: &ServiceId, body: Body, timeout: Duration) -> Result<Body, BusError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
