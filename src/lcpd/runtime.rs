@@ -338,11 +338,9 @@ impl State {
                 self.sessions.insert(peer.node_id.clone(), peer.session);
                 self.engine.peer_connected(now, &peer.node_id);
             }
-            PeerdApi::PeerDisconnected { node_id, session, .. } => {
-                if self.sessions.get(&node_id) == Some(&session) {
-                    self.sessions.remove(&node_id);
-                    self.engine.peer_disconnected(now, &node_id);
-                }
+            PeerdApi::PeerDisconnected { node_id, session, .. } if self.sessions.get(&node_id) == Some(&session) => {
+                self.sessions.remove(&node_id);
+                self.engine.peer_disconnected(now, &node_id);
             }
             PeerdApi::Message { node_id, session, msg, .. } => {
                 if self.sessions.get(&node_id) != Some(&session) {

@@ -48,6 +48,9 @@ pub enum JobStoreError {
     Record(#[from] serde_json::Error),
 }
 
+/// A provider job to resume, with its input when it is unfinished.
+pub type ResumedProvider = (ProviderRecord, Option<Vec<u8>>);
+
 /// The store.
 pub struct JobStore {
     conn: Connection,
@@ -126,7 +129,7 @@ impl JobStore {
 
     /// Provider jobs to resume: unfinished ones, and finished ones updated since `since`
     /// (so a requester asking again gets the stored result), with their inputs.
-    pub fn provider_to_resume(&self, since: u64) -> Result<Vec<(ProviderRecord, Option<Vec<u8>>)>, JobStoreError> {
+    pub fn provider_to_resume(&self, since: u64) -> Result<Vec<ResumedProvider>, JobStoreError> {
         let mut st = self.conn.prepare(
             "SELECT record, CASE WHEN state IN ('done','failed','cancelled','expired') THEN NULL ELSE input END
              FROM provider_jobs WHERE state NOT IN ('done','failed','cancelled','expired') OR updated_at >= ?1
