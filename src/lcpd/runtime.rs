@@ -685,7 +685,7 @@ impl State {
                 rows.push(requester_row(&r));
             }
         }
-        rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         Ok(Body::Lcpd(LcpdApi::Jobs(rows)))
     }
 
