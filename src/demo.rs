@@ -51,14 +51,35 @@ pub async fn wait_all_up(bus: &Bus, timeout: Duration) -> anyhow::Result<Vec<Str
     }
 }
 
+/// Polls `f` until it gives a value or `timeout` passes.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{what}: not done within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The model the demo asks for (in the default pricing table of the deterministic backend).
+pub const DEMO_MODEL: &str = "gpt-5.2";
+
 /// Runs the demo.
 pub fn run() -> anyhow::Result<()> {
     crate::logging::init("warn");
     let tmp = tempfile::tempdir()?;
     let provider = AllInOne::start(node_config(&tmp.path().join("provider"))?)?;
     let requester = AllInOne::start(node_config(&tmp.path().join("requester"))?)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let r = rt.block_on(async {
         let mut buses = Vec::new();
         for (name, dir) in [("provider", "provider"), ("requester", "requester")] {
             let cfg = node_config(&tmp.path().join(dir))?;
@@ -67,26 +88,116 @@ pub fn run() -> anyhow::Result<()> {
             println!("{name}: services up: {}", up.join(", "));
             buses.push(bus);
         }
-        // The requester's peerd dials the provider's: BOLT #8 handshake and init exchange.
-        let provider = crate::cli::status::list(&buses[0], Duration::from_secs(5)).await?;
-        let peerd = provider.iter().find(|s| s.id == ServiceId::Peerd).ok_or_else(|| anyhow::anyhow!("no peerd"))?;
-        let node_id = peerd.info.node_id.clone().ok_or_else(|| anyhow::anyhow!("peerd has no node id"))?;
-        let listen = peerd.info.details.iter().find(|(k, _)| k == "listen").map(|(_, v)| v.clone()).unwrap_or_default();
-        let req = crate::bus::api::PeerdApi::Connect { node_id, addr: listen.clone(), persistent: false };
-        match buses[1].request(&ServiceId::Peerd, Body::Peerd(req), Duration::from_secs(15)).await? {
-            Body::Peerd(crate::bus::api::PeerdApi::Connected(p)) => {
-                println!("requester connected to provider {}@{listen} (session {})", p.node_id, p.session)
-            }
-            other => anyhow::bail!("unexpected answer from peerd: {other:?}"),
-        }
+        let r = paid_job(&buses[0], &buses[1]).await;
         for b in buses {
             b.close();
         }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    println!("paid job: NOT YET. The LCP sessions that turn this connection into a quote, a devnet payment");
-    println!("and a result stream are still being built; this command will run the whole paid job once they are in.");
+        r
+    });
     requester.shutdown()?;
     provider.shutdown()?;
+    r
+}
+
+/// The paid job between two running nodes: connect, open a devnet channel, quote, check, pay,
+/// stream the result; prints each step and fails unless every check holds.
+pub async fn paid_job(provider: &Bus, requester: &Bus) -> anyhow::Result<()> {
+    use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow, LcpdApi, QuoteArgs};
+    use crate::bus::api::payd::PaydApi;
+    use crate::bus::api::PeerdApi;
+    use sha2::{Digest, Sha256};
+    const T: Duration = Duration::from_secs(30);
+    // The requester's peerd dials the provider's: BOLT #8 handshake and init exchange.
+    let services = crate::cli::status::list(provider, Duration::from_secs(5)).await?;
+    let peerd = services.iter().find(|s| s.id == ServiceId::Peerd).ok_or_else(|| anyhow::anyhow!("no peerd"))?;
+    let node_id = peerd.info.node_id.clone().ok_or_else(|| anyhow::anyhow!("peerd has no node id"))?;
+    let listen = peerd.info.details.iter().find(|(k, _)| k == "listen").map(|(_, v)| v.clone()).unwrap_or_default();
+    let req = PeerdApi::Connect { node_id: node_id.clone(), addr: listen.clone(), persistent: false };
+    match requester.request(&ServiceId::Peerd, Body::Peerd(req), Duration::from_secs(15)).await? {
+        Body::Peerd(PeerdApi::Connected(p)) => {
+            println!("requester connected to provider {}@{listen} (session {})", p.node_id, p.session)
+        }
+        other => anyhow::bail!("unexpected answer from peerd: {other:?}"),
+    }
+    // A devnet channel from the requester to the provider (zero-conf, no blockchain).
+    let open = PaydApi::OpenChannel { node_id: node_id.clone(), sats: 100_000 };
+    let ch = poll("devnet channel", T, || async {
+        match requester.request(&ServiceId::Payd, Body::Payd(open.clone()), T).await {
+            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
+            _ => None,
+        }
+    })
+    .await?;
+    println!("devnet channel {} open: {} sat", ch.channel_id, ch.capacity_sat);
+    // The provider's manifest, with what its worker offers.
+    poll("provider's LCP manifest", T, || async {
+        match requester.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), T).await {
+            Ok(Body::Lcpd(LcpdApi::LcpPeers(p))) => p.into_iter().find(|p| {
+                p.node_id == node_id && p.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(DEMO_MODEL))
+            }),
+            _ => None,
+        }
+    })
+    .await?;
+    println!("provider's manifest offers {} for {}", DEMO_MODEL, crate::wire::lcp::v02::TASK_OPENAI_CHAT);
+    let input =
+        format!(r#"{{"model":"{DEMO_MODEL}","messages":[{{"role":"user","content":"Say hello over Lightning."}}]}}"#);
+    let args = QuoteArgs {
+        peer: node_id.clone(),
+        task_kind: crate::wire::lcp::v02::TASK_OPENAI_CHAT.into(),
+        model: Some(DEMO_MODEL.into()),
+        input: input.into_bytes(),
+        input_content_type: None,
+        max_price_msat: Some(1_000_000),
+        timeout_secs: Some(60),
+    };
+    let q = match requester.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::RequestQuote(args)), T).await? {
+        Body::Lcpd(LcpdApi::Quote(q)) => q,
+        other => anyhow::bail!("unexpected answer from lcpd: {other:?}"),
+    };
+    let inv = crate::payd::backend::decode_bolt11(&q.payment_request)?;
+    let dh_ok = inv.description_hash == Some(q.terms_hash);
+    let payee_ok = hex::encode(inv.payee.serialize()) == q.peer;
+    println!("quote: job {} price {} msat", hex::encode(q.job_id), q.price_msat);
+    println!("  peer        {}", q.peer);
+    println!("  terms hash  {}", hex::encode(q.terms_hash));
+    println!("  invoice     description_hash == terms_hash: {dh_ok}, payee == peer: {payee_ok}");
+    anyhow::ensure!(dh_ok && payee_ok, "the invoice does not commit to the quote");
+    let mut rx = requester.take_incoming().ok_or_else(|| anyhow::anyhow!("bus queue taken"))?;
+    let exec = LcpdApi::Execute { job_id: q.job_id, max_price_msat: Some(q.price_msat), timeout_secs: Some(60) };
+    match requester.request(&ServiceId::Lcpd, Body::Lcpd(exec), T).await? {
+        Body::Lcpd(LcpdApi::Executing { .. }) => {}
+        other => anyhow::bail!("unexpected answer from lcpd: {other:?}"),
+    }
+    let mut result = Vec::new();
+    let mut preimage_ok = false;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(70), rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no result within 70 s"))?
+            .ok_or_else(|| anyhow::anyhow!("bus closed"))?;
+        let Body::Lcpd(LcpdApi::JobEvent { job_id, event }) = m.body else { continue };
+        if job_id != q.job_id {
+            continue;
+        }
+        match event {
+            JobEvent::Paid { payment_hash, preimage, price_msat } => {
+                preimage_ok = <[u8; 32]>::from(Sha256::digest(preimage)) == payment_hash;
+                println!("paid {price_msat} msat over the devnet channel");
+                println!("  payment hash {}", hex::encode(payment_hash));
+                println!("  preimage     {} (sha256(preimage) == payment hash: {preimage_ok})", hex::encode(preimage));
+            }
+            JobEvent::Chunk(c) => result.extend_from_slice(&c),
+            JobEvent::Begin { .. } | JobEvent::End { .. } => {}
+            JobEvent::Result(JobOutcomeRow::Ok { content_type, len, sha256 }) => {
+                println!("result ({len} bytes, {content_type}, sha256 {}, verified):", hex::encode(sha256));
+                println!("  {}", String::from_utf8_lossy(&result));
+                break;
+            }
+            JobEvent::Result(other) => anyhow::bail!("the job did not succeed: {other:?}"),
+        }
+    }
+    anyhow::ensure!(preimage_ok, "the payment's preimage does not match its hash");
+    println!("paid job: OK");
     Ok(())
 }

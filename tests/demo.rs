@@ -7,4 +7,8 @@ fn lcpnode_demo_runs_and_exits_zero() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("provider: services up:") && stdout.contains("requester: services up:"), "{stdout}");
     assert!(stdout.contains("requester connected to provider"), "{stdout}");
+    assert!(stdout.contains("description_hash == terms_hash: true, payee == peer: true"), "{stdout}");
+    assert!(stdout.contains("sha256(preimage) == payment hash: true"), "{stdout}");
+    assert!(stdout.contains("deterministic-output"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("paid job: OK"), "{stdout}");
 }
