@@ -47,6 +47,8 @@ pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PAY_TIMEOUT_SECS: u32 = 30;
 /// Routing fee limit of a payment (the reference's 10 000 sat).
 pub const MAX_FEE_MSAT: u64 = 10_000_000;
+/// How long lcpd keeps asking peerd for its peers at start.
+pub const PEERS_PATIENCE: Duration = Duration::from_secs(120);
 /// Size of the result pieces re-sent to a client from the store.
 const REPLAY_CHUNK: usize = 64 * 1024;
 
@@ -270,20 +272,25 @@ impl State {
         Ok(())
     }
 
-    /// Asks peerd who is connected (lcpd may start after the connections did).
+    /// Asks peerd who is connected (lcpd may start after the connections did), polling until
+    /// peerd answers or [`PEERS_PATIENCE`] passes.
     fn ask_peers(&self) {
         let (bus, fb) = (self.bus.clone(), self.fb.clone());
         tokio::spawn(async move {
-            for _ in 0..30 {
+            let mut every = tokio::time::interval(TICK_INTERVAL);
+            let deadline = tokio::time::Instant::now() + PEERS_PATIENCE;
+            while tokio::time::Instant::now() < deadline {
+                every.tick().await;
                 match bus.request(&ServiceId::Peerd, Body::Peerd(PeerdApi::ListPeers), Duration::from_secs(2)).await {
                     Ok(Body::Peerd(PeerdApi::Peers(p))) => {
                         let _ = fb.send(Feedback::Peers(p));
                         return;
                     }
                     Ok(_) => return,
-                    Err(_) => tokio::task::yield_now().await,
+                    Err(e) => tracing::debug!(target: TARGET, "peerd not answering yet: {e}"),
                 }
             }
+            tracing::warn!(target: TARGET, "peerd did not list its peers; they will be learnt from their messages");
         });
     }
 

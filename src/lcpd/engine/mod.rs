@@ -433,7 +433,11 @@ impl Engine {
     }
 
     fn send_manifest(&mut self, peer: &str) {
-        let msg = LcpMessage::Manifest(self.manifest());
+        let mut m = self.manifest();
+        if self.peers.remote(peer).is_none() {
+            m.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_WANT_REPLY, value: Vec::new() });
+        }
+        let msg = LcpMessage::Manifest(m);
         self.out.push(Out::Send { peer: peer.to_string(), msg });
     }
 

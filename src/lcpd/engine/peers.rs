@@ -1,8 +1,15 @@
 //! Manifest exchange per peer (the reference's behaviour, section 4.1 of the protocol notes):
 //! send ours once per connection; on a peer's manifest keep the latest; answer the first one
 //! of a connection even if ours went out already, and later ones only if ours never did.
+//!
+//! One addition: our manifests carry an odd TLV ([`v02::TLV_MANIFEST_WANT_REPLY`]) while we do
+//! not hold the peer's manifest, and a manifest carrying it is always answered. That is how a
+//! node whose LCP daemon restarted on a live connection gets the peer's manifest again (the
+//! reference's rules would never resend it). It cannot ping-pong: an answer never carries the
+//! TLV, because whoever answers has just received the manifest it answers. Other
+//! implementations ignore the TLV.
 
-use crate::wire::lcp::Manifest;
+use crate::wire::lcp::{v02, Manifest};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
@@ -39,8 +46,9 @@ impl Peers {
     pub fn on_manifest(&mut self, peer: &str, m: Manifest) -> bool {
         let s = self.map.entry(peer.to_string()).or_default();
         let first = s.remote.is_none();
+        let asked = m.extra.iter().any(|t| t.tlv_type == v02::TLV_MANIFEST_WANT_REPLY);
         s.remote = Some(m);
-        let reply = first || !s.sent;
+        let reply = first || !s.sent || asked;
         s.sent = true;
         reply
     }

@@ -508,7 +508,6 @@ impl Engine {
 
     fn dispatch(&mut self, job: &mut PJob) {
         let limit = self.result_limit(job);
-        job.dispatch_pending = false;
         self.out.push(Out::Dispatch { key: job.key(), spec: job.spec(Some(limit)) });
     }
 
@@ -519,11 +518,14 @@ impl Engine {
         if job.rec.state == ProviderState::Paid {
             match result {
                 Ok(()) => {
+                    job.dispatch_pending = false;
                     job.rec.state = ProviderState::Running;
                     self.save_provider(&mut job, now, false, false);
                 }
                 Err(e) => {
-                    tracing::warn!(target: "lcpd", job = %hex::encode(&key.1[..8]), "paid job not dispatched yet: {e}");
+                    if !job.dispatch_pending {
+                        tracing::warn!(target: "lcpd", job = %hex::encode(&key.1[..8]), "paid job not dispatched yet: {e}");
+                    }
                     job.dispatch_pending = true;
                 }
             }

@@ -402,6 +402,15 @@ fn manifests_exchanged_once_each_way_and_repeats_accepted() {
     assert!(w.r.drain().is_empty(), "a repeated manifest is not answered");
     assert_eq!(w.r.remote_manifest(&w.p_id).map(|m| m.max_payload_bytes), Some(8_192));
     assert_eq!(w.p_sent.len(), sent);
+    // A manifest that asks for an answer (a peer whose LCP daemon restarted on a live
+    // connection) is answered, and the answer does not ask again.
+    let mut asking = pm.clone();
+    asking.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_WANT_REPLY, value: Vec::new() });
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(asking));
+    match &w.r.drain()[..] {
+        [Out::Send { msg: LcpMessage::Manifest(m), .. }] => assert!(m.extra.is_empty()),
+        other => panic!("{other:?}"),
+    }
     // First manifest of a connection is answered even when ours went out first.
     w.disconnect();
     w.r.peer_connected(w.now, &w.p_id.clone());

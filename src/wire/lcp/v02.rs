@@ -149,6 +149,11 @@ pub const BYTES_LIST_MAX_ITEMS: u64 = 1024;
 pub const BYTES_LIST_MAX_TOTAL: u64 = 1 << 20;
 /// The only content encoding defined by v0.2.
 pub const CONTENT_ENCODING_IDENTITY: &str = "identity";
+/// TLV of our `lcp_manifest` extension (odd, so every other implementation ignores it): "I do
+/// not hold your manifest; please answer with yours". Sent by a node whose LCP daemon joined a
+/// connection that was already up (a restart), where the reference's rules would never send it
+/// the peer's manifest again. Empty value.
+pub const TLV_MANIFEST_WANT_REPLY: u64 = 1001;
 /// Task kind for OpenAI chat completions.
 pub const TASK_OPENAI_CHAT: &str = "openai.chat_completions.v1";
 /// Task kind for the OpenAI Responses API.

@@ -1,0 +1,276 @@
+//! Kill lcpd (the real process) at each state of a paid job and start it again: the job is not
+//! lost, nothing is paid twice, and the requester ends with the verified result.
+//!
+//! Both nodes run as separate processes (lcpd hosts each node's bus). The provider's worker runs
+//! an exec command that blocks on a FIFO, so the test decides when the job may finish, and kills
+//! at a known state instead of racing the job.
+
+use lcp::bus::api::lcpd::{JobRole, JobRow, LcpdApi, QuoteArgs, QuoteRow};
+use lcp::bus::api::payd::PaydApi;
+use lcp::bus::api::{Body, PeerdApi};
+use lcp::bus::{Bus, ServiceId};
+use lcp::testkit::{poll_until, services, ProcessNode, PATIENCE};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+const GATE: &str = "test.gate.v1";
+const LONG: Duration = Duration::from_secs(60);
+
+fn gate_config() -> String {
+    r#"
+[jobd.backend]
+kind = "exec"
+
+[[jobd.backend.commands]]
+task_kind = "test.gate.v1"
+models = ["gate"]
+argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]
+content_type = "text/plain"
+
+[jobd.pricing.models.gate]
+price = { input_msat_per_mtok = 1000000, output_msat_per_mtok = 1000000 }
+"#
+    .into()
+}
+
+fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+/// Opens the gate: writes `line` to the FIFO whenever a job has it open, until dropped.
+struct Release(Arc<AtomicBool>);
+
+impl Release {
+    fn open(path: PathBuf, line: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, line) = (stop.clone(), format!("{line}\n"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A writer that waits for readers: a non-blocking open fails (ENXIO) while no job reads.
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+                    let _ = f.write_all(line.as_bytes());
+                }
+                std::thread::sleep(lcp::testkit::POLL);
+            }
+        });
+        Self(stop)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Nodes {
+    provider: ProcessNode,
+    requester: ProcessNode,
+    pc: Bus,
+    rc: Bus,
+    provider_id: String,
+    /// The requester's outbound capacity before any payment.
+    cap0: u64,
+}
+
+async fn outbound(c: &Bus) -> Option<u64> {
+    match c.request(&ServiceId::Payd, Body::Payd(PaydApi::ListChannels), T).await.ok()? {
+        Body::Payd(PaydApi::Channels(ch)) if ch.iter().any(|c| c.is_usable) => {
+            Some(ch.iter().map(|c| c.outbound_capacity_msat).sum())
+        }
+        _ => None,
+    }
+}
+
+async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
+    match c.request(&ServiceId::Lcpd, Body::Lcpd(req), T).await? {
+        Body::Lcpd(p) => Ok(p),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn nodes() -> Nodes {
+    let provider = ProcessNode::start_with_config(Some(&gate_config()), &["w1"]).expect("provider");
+    let requester = ProcessNode::start(&[]).expect("requester");
+    let (pc, rc) = (provider.client().await.expect("pc"), requester.client().await.expect("rc"));
+    let (provider_id, listen) = poll_until(PATIENCE, "provider peerd", || async {
+        let p = services(&pc).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
+        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
+    })
+    .await
+    .expect("peerd info");
+    lcp::testkit::wait_services(&rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd])
+        .await
+        .expect("requester up");
+    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: true };
+    rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
+    poll_until(PATIENCE, "channel", || async {
+        let open = PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 1_000_000 };
+        match rc.request(&ServiceId::Payd, Body::Payd(open), T).await {
+            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
+            _ => None,
+        }
+    })
+    .await
+    .expect("channel");
+    ready(&rc, &provider_id).await;
+    let cap0 = poll_until(PATIENCE, "usable channel", || outbound(&rc)).await.expect("capacity");
+    Nodes { provider, requester, pc, rc, provider_id, cap0 }
+}
+
+/// Waits until the requester holds the provider's manifest with the gate task.
+async fn ready(rc: &Bus, provider_id: &str) {
+    poll_until(LONG, "provider manifest at the requester", || async {
+        match lcpd(rc, LcpdApi::ListLcpPeers).await.ok()? {
+            LcpdApi::LcpPeers(p) => {
+                p.into_iter().find(|p| p.node_id == provider_id && p.manifest.tasks.iter().any(|t| t.task_kind == GATE))
+            }
+            _ => None,
+        }
+    })
+    .await
+    .expect("manifest");
+}
+
+async fn quote(n: &Nodes, fifo: &Path) -> QuoteRow {
+    make_fifo(fifo);
+    let args = QuoteArgs {
+        peer: n.provider_id.clone(),
+        task_kind: GATE.into(),
+        model: Some("gate".into()),
+        input: format!("{}\n", fifo.display()).into_bytes(),
+        input_content_type: Some("text/plain".into()),
+        max_price_msat: None,
+        timeout_secs: Some(120),
+    };
+    match lcpd(&n.rc, LcpdApi::RequestQuote(args)).await.expect("quote") {
+        LcpdApi::Quote(q) => q,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn execute(c: &Bus, job_id: [u8; 32]) {
+    let req = LcpdApi::Execute { job_id, max_price_msat: None, timeout_secs: Some(120) };
+    assert_eq!(lcpd(c, req).await.expect("execute"), LcpdApi::Executing { job_id });
+}
+
+async fn job(c: &Bus, job_id: [u8; 32], role: JobRole) -> Option<(JobRow, Option<Vec<u8>>)> {
+    match lcpd(c, LcpdApi::GetJob { job_id, with_result: true }).await.ok()? {
+        LcpdApi::Job { rows, result } => rows.into_iter().find(|r| r.role == role).map(|r| (r, result)),
+        _ => None,
+    }
+}
+
+async fn wait_state(c: &Bus, job_id: [u8; 32], role: JobRole, state: &str) -> (JobRow, Option<Vec<u8>>) {
+    poll_until(LONG, &format!("{role:?} job {state}"), || async {
+        job(c, job_id, role).await.filter(|(r, _)| r.state == state)
+    })
+    .await
+    .expect("state reached")
+}
+
+/// Restarts a daemon of a node and waits until its bus is back with every service.
+async fn restart(node: &mut ProcessNode, c: &Bus, svc: &str) {
+    node.kill(svc).expect("kill");
+    node.start_daemon(svc).expect("start");
+    lcp::testkit::wait_services(c, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd]).await.expect("back up");
+}
+
+/// The requester ends with the verified result, paid exactly once.
+async fn assert_done_once(n: &Nodes, q: &QuoteRow, line: &str) {
+    let done = poll_until(LONG, "requester job done", || async {
+        job(&n.rc, q.job_id, JobRole::Requester).await.filter(|(r, _)| r.state == "done")
+    })
+    .await;
+    let (r, result) = done.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- provider lcpd:\n{}\n--- provider jobd:\n{}\n--- requester lcpd:\n{}",
+            n.provider.log("lcpd"),
+            n.provider.log("jobd/w1"),
+            n.requester.log("lcpd")
+        )
+    });
+    assert_eq!(result.as_deref(), Some(line.as_bytes()));
+    let preimage = r.preimage.expect("preimage kept");
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(preimage)), q.payment_hash);
+    assert_eq!(r.result_hash, Some(Sha256::digest(line.as_bytes()).into()));
+    let (p, _) = wait_state(&n.pc, q.job_id, JobRole::Provider, "done").await;
+    assert_eq!(p.payment_hash, q.payment_hash);
+    // Paid exactly once: the requester's channel balance dropped by the price, no more.
+    let cap = poll_until(PATIENCE, "usable channel", || outbound(&n.rc)).await.expect("capacity");
+    assert_eq!(n.cap0 - cap, q.price_msat, "paid once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_lcpd_killed_while_the_paid_job_runs() {
+    let mut n = nodes().await;
+    let fifo = n.provider.dir.path().join("gate-run");
+    let q = quote(&n, &fifo).await;
+    execute(&n.rc, q.job_id).await;
+    wait_state(&n.pc, q.job_id, JobRole::Provider, "running").await;
+    let pc = n.pc.clone();
+    restart(&mut n.provider, &pc, "lcpd").await;
+    let _gate = Release::open(fifo, "after-provider-restart");
+    assert_done_once(&n, &q, "after-provider-restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_lcpd_killed_after_the_quote_before_payment() {
+    let mut n = nodes().await;
+    let fifo = n.provider.dir.path().join("gate-quote");
+    let q = quote(&n, &fifo).await;
+    wait_state(&n.pc, q.job_id, JobRole::Provider, "quoted").await;
+    let pc = n.pc.clone();
+    restart(&mut n.provider, &pc, "lcpd").await;
+    ready(&n.rc, &n.provider_id).await;
+    let _gate = Release::open(fifo, "quoted-then-paid");
+    execute(&n.rc, q.job_id).await;
+    assert_done_once(&n, &q, "quoted-then-paid").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requester_lcpd_killed_while_awaiting_the_result() {
+    let mut n = nodes().await;
+    let fifo = n.provider.dir.path().join("gate-await");
+    let q = quote(&n, &fifo).await;
+    execute(&n.rc, q.job_id).await;
+    wait_state(&n.rc, q.job_id, JobRole::Requester, "awaiting_result").await;
+    wait_state(&n.pc, q.job_id, JobRole::Provider, "running").await;
+    n.requester.kill("lcpd").expect("kill");
+    // The job finishes at the provider while the requester's lcpd is away: its result is lost on
+    // the way, and must be asked for again.
+    let _gate = Release::open(fifo, "while-requester-away");
+    wait_state(&n.pc, q.job_id, JobRole::Provider, "done").await;
+    n.requester.start_daemon("lcpd").expect("start");
+    assert_done_once(&n, &q, "while-requester-away").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requester_lcpd_killed_with_the_payment_in_flight() {
+    let mut n = nodes().await;
+    let fifo = n.provider.dir.path().join("gate-pay");
+    let q = quote(&n, &fifo).await;
+    // payd is down: the payment cannot complete, its outcome stays unknown.
+    n.requester.kill("payd").expect("kill payd");
+    poll_until(PATIENCE, "payd gone", || async {
+        let s = services(&n.rc).await.ok()?;
+        (!s.iter().any(|x| x.id == ServiceId::Payd)).then_some(())
+    })
+    .await
+    .expect("payd gone");
+    execute(&n.rc, q.job_id).await;
+    wait_state(&n.rc, q.job_id, JobRole::Requester, "paying").await;
+    n.requester.kill("lcpd").expect("kill lcpd");
+    n.requester.start_daemon("payd").expect("payd");
+    n.requester.start_daemon("lcpd").expect("lcpd");
+    let _gate = Release::open(fifo, "paid-after-restart");
+    assert_done_once(&n, &q, "paid-after-restart").await;
+}
