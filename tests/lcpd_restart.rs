@@ -77,6 +77,7 @@ struct Nodes {
     pc: Bus,
     rc: Bus,
     provider_id: String,
+    provider_addr: String,
     /// The requester's outbound capacity before any payment.
     cap0: u64,
 }
@@ -110,7 +111,7 @@ async fn nodes() -> Nodes {
     lcp::testkit::wait_services(&rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd])
         .await
         .expect("requester up");
-    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: true };
+    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen.clone(), persistent: true };
     rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
     poll_until(PATIENCE, "channel", || async {
         let open = PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 1_000_000 };
@@ -123,7 +124,7 @@ async fn nodes() -> Nodes {
     .expect("channel");
     ready(&rc, &provider_id).await;
     let cap0 = poll_until(PATIENCE, "usable channel", || outbound(&rc)).await.expect("capacity");
-    Nodes { provider, requester, pc, rc, provider_id, cap0 }
+    Nodes { provider, requester, pc, rc, provider_id, provider_addr: listen, cap0 }
 }
 
 /// Waits until the requester holds the provider's manifest with the gate task.
@@ -271,6 +272,14 @@ async fn requester_lcpd_killed_with_the_payment_in_flight() {
     n.requester.kill("lcpd").expect("kill lcpd");
     n.requester.start_daemon("payd").expect("payd");
     n.requester.start_daemon("lcpd").expect("lcpd");
+    // A restarted payd resumes its channels on a new connection (channel_reestablish): the
+    // operator (here the test) reconnects the peer.
+    lcp::testkit::wait_services(&n.rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
+    let (id, addr) = (n.provider_id.clone(), n.provider_addr.clone());
+    let bye = PeerdApi::Disconnect { node_id: id.clone() };
+    n.rc.request(&ServiceId::Peerd, Body::Peerd(bye), T).await.expect("disconnect");
+    let hello = PeerdApi::Connect { node_id: id, addr, persistent: true };
+    n.rc.request(&ServiceId::Peerd, Body::Peerd(hello), T).await.expect("reconnect");
     let _gate = Release::open(fifo, "paid-after-restart");
     assert_done_once(&n, &q, "paid-after-restart").await;
 }

@@ -278,6 +278,9 @@ impl Bridge {
                         // idempotent), not treat it as failed.
                         .map_err(|e| match e {
                             super::backend::PaydError::Timeout { .. } => fail(ErrorCode::DeadlineExceeded, &e),
+                            // No usable channel yet (e.g. just after a restart, before the channel
+                            // is re-established): nothing was sent; try again later.
+                            super::backend::PaydError::NoChannel { .. } => fail(ErrorCode::Unavailable, &e),
                             e => fail(ErrorCode::FailedPrecondition, &e),
                         }),
                     );

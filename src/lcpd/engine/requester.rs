@@ -661,9 +661,13 @@ impl Engine {
         for id in ids {
             let Some(mut job) = self.rjobs.remove(&id) else { continue };
             job.resend_on_ready = false;
+            // The provider keeps every quoted job (and its input) across restarts, so the
+            // quote_request alone is enough: it answers with the stored quote and, for a paid job,
+            // the stored result. The input stream is not sent again (the provider would refuse it).
             match self.request_messages(now, &job, max_payload) {
-                Ok(msgs) => {
+                Ok(mut msgs) => {
                     tracing::info!(target: "lcpd", %peer, job = %hex::encode(&id[..8]), "asking the provider again for a paid result");
+                    msgs.truncate(1);
                     for m in msgs {
                         self.send(peer, m);
                     }
