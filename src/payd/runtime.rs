@@ -6,10 +6,14 @@
 //! LDK needs exactly-once, in-order delivery, so a gap in a session's sequence numbers (a message
 //! lost on the bus) ends that session; LDK's channel reestablish repairs the rest.
 
-use super::backend::{InvoiceRecord, InvoiceStatus, PayParams, PaydEvent, PaymentBackend};
+use super::backend::{
+    ChannelBalance, InvoiceRecord, InvoiceStatus, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend,
+    PaymentRecord, PaymentStatus,
+};
+use super::error::remote;
 use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
 use super::{PaydConfig, PaydServiceError};
-use crate::bus::api::payd::{ChannelRow, InvoiceRow, InvoiceState, PaydApi};
+use crate::bus::api::payd::{BalanceRow, ChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
@@ -26,55 +30,48 @@ pub const TARGET: &str = "payd";
 /// How long opening a devnet channel may take.
 pub const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long closing a channel may take.
+pub const CLOSE_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs payd until `shutdown` fires.
 pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PaydServiceError> {
     let dd = Datadir::open(&config.node.datadir)?;
     let key = dd.node_secret()?;
     let network = config.node.network;
     bus.set_info(Some(key.node_id_hex()), vec![("network".into(), network.to_string())]);
-    let mut rx = bus.take_incoming().ok_or(BusError::Taken)?;
     if network != Network::Devnet {
-        // No chain source yet: nothing can be paid on real networks. Say so to every request.
-        tracing::warn!(target: TARGET, %network, "no payment backend for this network yet (devnet only)");
+        // The embedded engine has no chain source: nothing can be paid on real networks with it.
+        tracing::warn!(target: TARGET, %network, "the embedded engine runs on devnet only; no payment backend");
+        let msg = format!("payd has no backend for {network}: the embedded engine runs on devnet only");
         return crate::node::serve(
             &bus,
             &shutdown,
-            |_| Err(RemoteError::new(ErrorCode::FailedPrecondition, format!("payd has no backend for {network} yet"))),
+            |_| Err(RemoteError::new(ErrorCode::FailedPrecondition, msg.clone())),
             |_| {},
         )
         .await
         .map_err(Into::into);
     }
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+    let rx = bus.take_incoming().ok_or(BusError::Taken)?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
     let engine = LdkEngine::start(LdkConfig::devnet(dd.root().join("payd"), key.secret_bytes()), out_tx)
         .map_err(|e| PaydServiceError::Engine(e.to_string()))?;
-    let mut events = engine.subscribe();
-    let mut st = Bridge { bus: bus.clone(), engine, next_seq: HashMap::new() };
     tracing::info!(target: TARGET, node_id = %key.node_id_hex(), %network, "payd ready (embedded LDK engine)");
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = rx.recv() => match m { Some(m) => st.on_bus(m), None => break },
-            Some(out) = out_rx.recv() => st.on_engine(out),
-            ev = events.recv() => match ev {
-                Ok(ev) => st.on_payd_event(ev),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    // lcpd re-checks open invoices with LookupInvoice, so nothing is lost.
-                    tracing::warn!(target: TARGET, missed = n, "settlement events lagged");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            },
-        }
-    }
-    if let Err(e) = st.engine.shutdown() {
+    let backend: Arc<dyn PaymentBackend> = engine.clone();
+    let st = Bridge { bus: bus.clone(), backend, ldk: Some(engine.clone()), next_seq: HashMap::new() };
+    let r = st.run(rx, Some(out_rx), &shutdown).await;
+    if let Err(e) = engine.shutdown() {
         tracing::warn!(target: TARGET, "channel engine shutdown: {e}");
     }
-    Ok(())
+    r
 }
 
 struct Bridge {
     bus: Bus,
-    engine: Arc<LdkEngine>,
+    /// What answers invoice and payment requests.
+    backend: Arc<dyn PaymentBackend>,
+    /// The embedded engine, when it is the backend: channels and peerd's sessions.
+    ldk: Option<Arc<LdkEngine>>,
     /// Next expected sequence number per (peer, session).
     next_seq: HashMap<(String, u64), u64>,
 }
@@ -82,6 +79,14 @@ struct Bridge {
 fn parse_pk(hex_id: &str) -> Result<PublicKey, RemoteError> {
     let bytes = hex::decode(hex_id).map_err(|_| RemoteError::new(ErrorCode::InvalidArgument, "node id is not hex"))?;
     PublicKey::from_slice(&bytes).map_err(|e| RemoteError::new(ErrorCode::InvalidArgument, format!("node id: {e}")))
+}
+
+fn parse_channel_id(hex_id: &str) -> Result<[u8; 32], RemoteError> {
+    let bytes = hex::decode(hex_id.trim())
+        .map_err(|_| RemoteError::new(ErrorCode::InvalidArgument, "channel id is not hex"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        RemoteError::new(ErrorCode::InvalidArgument, format!("channel id has {} bytes, not 32", b.len()))
+    })
 }
 
 /// The bus form of an invoice record.
@@ -103,6 +108,59 @@ pub fn invoice_row(r: &InvoiceRecord) -> InvoiceRow {
     }
 }
 
+/// The bus form of a payment record.
+pub fn payment_row(r: &PaymentRecord) -> PaymentRow {
+    PaymentRow {
+        payment_hash: r.payment_hash,
+        bolt11: r.bolt11.clone(),
+        amount_msat: r.amount_msat,
+        payee: hex::encode(r.payee.serialize()),
+        state: match r.status {
+            PaymentStatus::Pending => PaymentState::Pending,
+            PaymentStatus::Succeeded => PaymentState::Succeeded,
+            PaymentStatus::Failed => PaymentState::Failed,
+        },
+        preimage: r.preimage,
+        fee_msat: r.fee_msat,
+        failure: r.failure.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+/// The balance payd reports: channel totals, and counts and sums over payments and invoices.
+pub fn balance_row(channels: ChannelBalance, payments: &[PaymentRecord], invoices: &[InvoiceRecord]) -> BalanceRow {
+    let mut b = BalanceRow {
+        channels: channels.channels,
+        usable_channels: channels.usable_channels,
+        outbound_msat: channels.outbound_msat,
+        inbound_msat: channels.inbound_msat,
+        ..BalanceRow::default()
+    };
+    for p in payments {
+        match p.status {
+            PaymentStatus::Pending => b.payments_pending += 1,
+            PaymentStatus::Failed => b.payments_failed += 1,
+            PaymentStatus::Succeeded => {
+                b.payments_succeeded += 1;
+                b.sent_msat = b.sent_msat.saturating_add(p.amount_msat);
+                b.fees_msat = b.fees_msat.saturating_add(p.fee_msat.unwrap_or(0));
+            }
+        }
+    }
+    for i in invoices {
+        match i.status {
+            InvoiceStatus::Open => b.invoices_open += 1,
+            InvoiceStatus::Expired => {}
+            InvoiceStatus::Settled => {
+                b.invoices_settled += 1;
+                b.received_msat = b.received_msat.saturating_add(i.amount_received_msat.unwrap_or(0));
+            }
+        }
+    }
+    b
+}
+
 fn row(c: &ChannelInfo) -> ChannelRow {
     ChannelRow {
         channel_id: hex::encode(c.channel_id),
@@ -115,11 +173,56 @@ fn row(c: &ChannelInfo) -> ChannelRow {
     }
 }
 
+fn paid(p: PaidInvoice) -> PaydApi {
+    PaydApi::Paid {
+        payment_hash: p.payment_hash,
+        preimage: p.preimage,
+        amount_msat: p.amount_msat,
+        fee_msat: p.fee_msat,
+    }
+}
+
+fn pay_timeout(timeout_secs: u32) -> Duration {
+    Duration::from_secs(u64::from(timeout_secs.max(1)))
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Bridge {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Incoming>,
+        mut out_rx: Option<mpsc::UnboundedReceiver<PeerOutput>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PaydServiceError> {
+        let mut events = self.backend.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => self.on_bus(m), None => break },
+                Some(out) = recv_opt(&mut out_rx) => self.on_engine(out),
+                ev = events.recv() => match ev {
+                    Ok(ev) => self.on_payd_event(ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // lcpd re-checks open invoices with LookupInvoice, so nothing is lost.
+                        tracing::warn!(target: TARGET, missed = n, "settlement events lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        Ok(())
+    }
+
     fn drop_session(&mut self, node_id: &str, session: u64, reason: String) {
         tracing::warn!(target: TARGET, peer = %node_id, session, "ending session: {reason}");
-        if let Ok(pk) = parse_pk(node_id) {
-            self.engine.peer_disconnected(pk, session);
+        if let (Ok(pk), Some(engine)) = (parse_pk(node_id), &self.ldk) {
+            engine.peer_disconnected(pk, session);
         }
         self.next_seq.remove(&(node_id.to_string(), session));
         let ev = PeerdApi::DropSession { node_id: node_id.to_string(), session, reason };
@@ -171,10 +274,11 @@ impl Bridge {
     }
 
     fn on_peer_event(&mut self, ev: PeerdApi) {
+        // Channel traffic exists only for the embedded engine; another backend has its own peers.
+        let Some(engine) = self.ldk.clone() else { return };
         match ev {
             PeerdApi::PeerConnected { peer, their_init } => {
                 let Ok(pk) = parse_pk(&peer.node_id) else { return };
-                let engine = self.engine.clone();
                 let res =
                     tokio::task::block_in_place(|| engine.peer_connected(pk, peer.session, &their_init, peer.inbound));
                 match res {
@@ -188,7 +292,7 @@ impl Bridge {
             }
             PeerdApi::PeerDisconnected { node_id, session, .. } => {
                 if let Ok(pk) = parse_pk(&node_id) {
-                    self.engine.peer_disconnected(pk, session);
+                    engine.peer_disconnected(pk, session);
                 }
                 self.next_seq.remove(&(node_id, session));
             }
@@ -207,7 +311,6 @@ impl Bridge {
                 }
                 self.next_seq.insert(key, expected + 1);
                 let Ok(pk) = parse_pk(&node_id) else { return };
-                let engine = self.engine.clone();
                 match tokio::task::block_in_place(|| engine.handle_message(pk, session, &msg)) {
                     Ok(Dispatched::DeliveredThenDisconnect(t)) => {
                         self.drop_session(&node_id, session, format!("peer sent a connection-wide error (type {t})"))
@@ -221,61 +324,97 @@ impl Bridge {
     }
 
     fn request(&mut self, from: ServiceId, id: u64, req: PaydApi) {
-        let (bus, engine) = (self.bus.clone(), self.engine.clone());
+        let bus = self.bus.clone();
         let reply = move |answer: Result<PaydApi, RemoteError>| {
             let body = answer.map(Body::Payd).unwrap_or_else(Body::Error);
             if let Err(e) = bus.reply(&from, id, body) {
                 tracing::debug!(target: TARGET, "reply failed: {e}");
             }
         };
-        let fail = |code: ErrorCode, e: &dyn std::fmt::Display| RemoteError::new(code, e.to_string());
+        let backend = self.backend.clone();
+        let ldk = self.ldk.clone();
+        let no_channels = || {
+            RemoteError::new(
+                ErrorCode::Unimplemented,
+                "channels are managed by the payment backend's own node, not by payd",
+            )
+        };
         match req {
-            PaydApi::ListChannels => reply(Ok(PaydApi::Channels(engine.channels().iter().map(row).collect()))),
+            PaydApi::ListChannels => match ldk {
+                Some(engine) => reply(Ok(PaydApi::Channels(engine.channels().iter().map(row).collect()))),
+                None => reply(Err(no_channels())),
+            },
             PaydApi::OpenChannel { node_id, sats } => {
+                let Some(engine) = ldk else { return reply(Err(no_channels())) };
                 let pk = match parse_pk(&node_id) {
                     Ok(pk) => pk,
                     Err(e) => return reply(Err(e)),
                 };
                 tokio::spawn(async move {
                     let r = engine.open_channel(pk, sats, OPEN_CHANNEL_TIMEOUT).await;
-                    reply(r.map(|c| PaydApi::Channel(row(&c))).map_err(|e| fail(ErrorCode::FailedPrecondition, &e)));
+                    reply(r.map(|c| PaydApi::Channel(row(&c))).map_err(|e| remote(&e)));
+                });
+            }
+            PaydApi::CloseChannel { channel_id } => {
+                let Some(engine) = ldk else { return reply(Err(no_channels())) };
+                let cid = match parse_channel_id(&channel_id) {
+                    Ok(c) => c,
+                    Err(e) => return reply(Err(e)),
+                };
+                tokio::spawn(async move {
+                    let r = engine.close_channel_and_wait(cid, CLOSE_CHANNEL_TIMEOUT).await;
+                    if let Ok(reason) = &r {
+                        tracing::info!(target: TARGET, channel_id = %hex::encode(cid), "channel closed: {reason}");
+                    }
+                    reply(
+                        r.map(|reason| PaydApi::ChannelClosed { channel_id: hex::encode(cid), reason })
+                            .map_err(|e| remote(&e)),
+                    );
                 });
             }
             PaydApi::CreateInvoice { amount_msat, description_hash, expiry_secs } => {
                 tokio::spawn(async move {
-                    let r = engine.create_invoice(amount_msat, description_hash, expiry_secs).await;
+                    let r = backend.create_invoice(amount_msat, description_hash, expiry_secs).await;
                     reply(
                         r.map(|i| PaydApi::Invoice { bolt11: i.bolt11, payment_hash: i.payment_hash })
-                            .map_err(|e| fail(ErrorCode::InvalidArgument, &e)),
+                            .map_err(|e| remote(&e)),
                     );
                 });
             }
             PaydApi::LookupInvoice { payment_hash } => {
                 tokio::spawn(async move {
-                    let r = engine.lookup_invoice(payment_hash).await;
-                    reply(
-                        r.map(|i| PaydApi::InvoiceInfo(i.as_ref().map(invoice_row)))
-                            .map_err(|e| fail(ErrorCode::Internal, &e)),
-                    );
+                    let r = backend.lookup_invoice(payment_hash).await;
+                    reply(r.map(|i| PaydApi::InvoiceInfo(i.as_ref().map(invoice_row))).map_err(|e| remote(&e)));
                 });
             }
             PaydApi::Pay { bolt11, max_fee_msat, timeout_secs } => {
                 tokio::spawn(async move {
-                    let params = PayParams {
-                        max_fee_msat,
-                        timeout: Duration::from_secs(u64::from(timeout_secs.max(1))),
-                        expected: None,
-                    };
-                    let r = engine.pay(bolt11, params).await;
-                    reply(
-                        r.map(|p| PaydApi::Paid {
-                            payment_hash: p.payment_hash,
-                            preimage: p.preimage,
-                            amount_msat: p.amount_msat,
-                            fee_msat: p.fee_msat,
-                        })
-                        .map_err(|e| fail(ErrorCode::FailedPrecondition, &e)),
-                    );
+                    let params = PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: None };
+                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                });
+            }
+            PaydApi::ListInvoices => {
+                tokio::spawn(async move {
+                    let r = backend.list_invoices().await;
+                    reply(r.map(|v| PaydApi::Invoices(v.iter().map(invoice_row).collect())).map_err(|e| remote(&e)));
+                });
+            }
+            PaydApi::ListPayments => {
+                tokio::spawn(async move {
+                    let r = backend.list_payments().await;
+                    reply(r.map(|v| PaydApi::Payments(v.iter().map(payment_row).collect())).map_err(|e| remote(&e)));
+                });
+            }
+            PaydApi::Balance => {
+                tokio::spawn(async move {
+                    let r = async {
+                        let channels = backend.channel_balance().await?;
+                        let payments = backend.list_payments().await?;
+                        let invoices = backend.list_invoices().await?;
+                        Ok::<_, PaydError>(balance_row(channels, &payments, &invoices))
+                    }
+                    .await;
+                    reply(r.map(PaydApi::BalanceInfo).map_err(|e| remote(&e)));
                 });
             }
             _ => reply(Err(RemoteError::new(ErrorCode::InvalidArgument, "not a request"))),

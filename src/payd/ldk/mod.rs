@@ -61,8 +61,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::payd::backend::{
-    check_invoice, decode_bolt11, describe_invoice, BoxFuture, CreatedInvoice, DecodedInvoice, InvoiceRecord,
-    InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord, PaymentStatus,
+    check_invoice, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
+    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
+    PaymentStatus,
 };
 use bridge::Outbound;
 use chain::{ConstantFeeEstimator, MemoryBroadcaster, NodeKeys, TracingLogger};
@@ -682,6 +683,42 @@ impl LdkEngine {
         Ok(())
     }
 
+    /// Close a channel cooperatively and wait until LDK reports it closed; returns LDK's reason.
+    /// The channel's peer must be connected (the shutdown messages go through its session).
+    pub async fn close_channel_and_wait(&self, channel_id: [u8; 32], timeout: Duration) -> Result<String, PaydError> {
+        self.ensure_running()?;
+        let peer = self
+            .channels()
+            .into_iter()
+            .find(|c| c.channel_id == channel_id)
+            .map(|c| c.counterparty)
+            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        if !self.is_connected(&peer) {
+            return Err(PaydError::PeerNotConnected { peer });
+        }
+        let mut rx = self.inner.channel_events.subscribe();
+        self.close_channel(channel_id, peer)?;
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(ChannelEvent::Closed { channel_id: c, reason, .. }) if c == channel_id => return Ok(reason),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.channels().iter().any(|c| c.channel_id == channel_id) {
+                            return Ok("closed".to_string());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() })
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| PaydError::OperationTimeout { what: "channel close", after: timeout })?
+    }
+
     /// All channels.
     pub fn channels(&self) -> Vec<ChannelInfo> {
         self.inner
@@ -1203,6 +1240,19 @@ impl PaymentBackend for LdkEngine {
 
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>> {
         Box::pin(async move { lock(&self.inner.store).invoices(now_secs()) })
+    }
+
+    fn channel_balance(&self) -> BoxFuture<'_, Result<ChannelBalance, PaydError>> {
+        Box::pin(async move {
+            let mut b = ChannelBalance::default();
+            for c in self.channels() {
+                b.channels += 1;
+                b.usable_channels += u32::from(c.is_usable);
+                b.outbound_msat = b.outbound_msat.saturating_add(c.outbound_capacity_msat);
+                b.inbound_msat = b.inbound_msat.saturating_add(c.inbound_capacity_msat);
+            }
+            Ok(b)
+        })
     }
 }
 
