@@ -356,3 +356,26 @@ async fn bad_payd_requests_get_clear_errors() {
     assert_eq!(b, BalanceRow::default());
     c.close();
 }
+
+/// Pay requests one right after another, each sent as soon as the previous answer arrives: dust
+/// payments (a few hundred sat, where LDK finds no route while the previous HTLC is still being
+/// removed) and small ones all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_payments_over_the_bus_without_pauses() {
+    let p = Pair::start(100_000).await;
+    let n = 24u64;
+    let mut invoices = Vec::new();
+    for k in 0..n {
+        let amount = if k % 2 == 0 { 300_000 + k } else { 1_000 + k };
+        invoices.push(p.invoice(amount, [k as u8; 32]).await);
+    }
+    for (k, (bolt11, hash)) in invoices.iter().enumerate() {
+        match payd(&p.rc, PaydApi::Pay { bolt11: bolt11.clone(), max_fee_msat: 0, timeout_secs: 20 }).await {
+            Ok(PaydApi::Paid { payment_hash, .. }) => assert_eq!(payment_hash, *hash),
+            other => panic!("payment {k}: {other:?}"),
+        }
+    }
+    let b = balance(&p.rc).await;
+    assert_eq!((b.payments_succeeded, b.payments_pending, b.payments_failed), (n as u32, 0, 0));
+    p.close();
+}
