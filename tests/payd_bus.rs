@@ -379,3 +379,77 @@ async fn back_to_back_payments_over_the_bus_without_pauses() {
     assert_eq!((b.payments_succeeded, b.payments_pending, b.payments_failed), (n as u32, 0, 0));
     p.close();
 }
+
+/// An invoice signed by a key of our choosing, for another network or long expired.
+fn foreign_invoice(currency: lightning_invoice::Currency, timestamp_secs: u64, dh: [u8; 32]) -> (String, String) {
+    use lightning::bitcoin::hashes::{sha256, Hash};
+    use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+    let secp = Secp256k1::new();
+    let sk = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    let inv = lightning_invoice::InvoiceBuilder::new(currency)
+        .description_hash(sha256::Hash::from_byte_array(dh))
+        .payment_hash(sha256::Hash::from_byte_array([0x11; 32]))
+        .payment_secret(lightning_invoice::PaymentSecret([0x22; 32]))
+        .duration_since_epoch(Duration::from_secs(timestamp_secs))
+        .min_final_cltv_expiry_delta(18)
+        .amount_milli_satoshis(10_000)
+        .expiry_time(Duration::from_secs(600))
+        .build_signed(|m| secp.sign_ecdsa_recoverable(m, &sk))
+        .unwrap();
+    (inv.to_string(), hex::encode(PublicKey::from_secret_key(&secp, &sk).serialize()))
+}
+
+/// `PayChecked` refuses every mismatch with `failed_precondition` naming it, and pays nothing:
+/// the payment list stays empty and the balance unchanged. Then the matching request pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_checked_refuses_each_mismatch_and_pays_nothing() {
+    let p = Pair::start(100_000).await;
+    let dh = [0x5a; 32];
+    let (bolt11, hash) = p.invoice(42_000, dh).await;
+    let expires_at = lcp::payd::backend::decode_bolt11(&bolt11).unwrap().expires_at_secs();
+    let before = balance(&p.rc).await;
+    let checked = |bolt11: &str, amount_msat: u64, payee: &str, description_hash: [u8; 32], not_after: Option<u64>| {
+        PaydApi::PayChecked {
+            bolt11: bolt11.to_string(),
+            max_fee_msat: 1_000,
+            timeout_secs: 10,
+            amount_msat,
+            payee: payee.to_string(),
+            description_hash,
+            not_after_secs: not_after,
+        }
+    };
+    let stranger = format!("02{}", "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (expired, expired_payee) = foreign_invoice(lightning_invoice::Currency::Regtest, 1_000_000, dh);
+    let (mainnet, mainnet_payee) = foreign_invoice(lightning_invoice::Currency::Bitcoin, now, dh);
+    let cases = [
+        ("amount", checked(&bolt11, 41_999, &p.provider_id, dh, None), "invoice amount is 42000 msat but 41999"),
+        ("payee", checked(&bolt11, 42_000, &stranger, dh, None), "invoice payee is"),
+        ("description hash", checked(&bolt11, 42_000, &p.provider_id, [0x5b; 32], None), "description_hash is"),
+        ("quote expiry", checked(&bolt11, 42_000, &p.provider_id, dh, Some(expires_at - 1)), "after the quote limit"),
+        ("expired", checked(&expired, 10_000, &expired_payee, dh, None), "invoice expired at unix time 1000600"),
+        ("network", checked(&mainnet, 10_000, &mainnet_payee, dh, None), "invoice is for currency \"bc\""),
+    ];
+    for (what, req, needle) in cases {
+        let e = payd(&p.rc, req).await.unwrap_err().to_string();
+        assert!(e.starts_with("failed_precondition:") && e.contains(needle), "{what}: {e}");
+    }
+    // A payee that is not a node id is a bad argument.
+    let e = payd(&p.rc, checked(&bolt11, 42_000, "zz", dh, None)).await.unwrap_err().to_string();
+    assert!(e.starts_with("invalid_argument: payee"), "{e}");
+    // Nothing was paid or recorded.
+    assert_eq!(payd(&p.rc, PaydApi::ListPayments).await.unwrap(), PaydApi::Payments(vec![]));
+    assert_eq!(balance(&p.rc).await, before);
+    match payd(&p.pc, PaydApi::LookupInvoice { payment_hash: hash }).await.unwrap() {
+        PaydApi::InvoiceInfo(Some(i)) => assert_eq!(i.state, InvoiceState::Open),
+        other => panic!("{other:?}"),
+    }
+    // What matches is paid.
+    match payd(&p.rc, checked(&bolt11, 42_000, &p.provider_id, dh, Some(expires_at))).await.unwrap() {
+        PaydApi::Paid { payment_hash, amount_msat, .. } => assert_eq!((payment_hash, amount_msat), (hash, 42_000)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(balance(&p.rc).await.payments_succeeded, 1);
+    p.close();
+}

@@ -7,8 +7,8 @@
 //! lost on the bus) ends that session; LDK's channel reestablish repairs the rest.
 
 use super::backend::{
-    ChannelBalance, InvoiceRecord, InvoiceStatus, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend,
-    PaymentRecord, PaymentStatus,
+    ChannelBalance, ExpectedInvoice, InvoiceRecord, InvoiceStatus, PaidInvoice, PayParams, PaydError, PaydEvent,
+    PaymentBackend, PaymentRecord, PaymentStatus,
 };
 use super::error::remote;
 use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
@@ -390,6 +390,26 @@ impl Bridge {
             PaydApi::Pay { bolt11, max_fee_msat, timeout_secs } => {
                 tokio::spawn(async move {
                     let params = PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: None };
+                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                });
+            }
+            PaydApi::PayChecked {
+                bolt11,
+                max_fee_msat,
+                timeout_secs,
+                amount_msat,
+                payee,
+                description_hash,
+                not_after_secs,
+            } => {
+                let payee = match parse_pk(&payee) {
+                    Ok(pk) => pk,
+                    Err(e) => return reply(Err(RemoteError::new(e.code, format!("payee: {}", e.message)))),
+                };
+                let expected = ExpectedInvoice { amount_msat, payee, description_hash, not_after_secs };
+                tokio::spawn(async move {
+                    let params =
+                        PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: Some(expected) };
                     reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
                 });
             }

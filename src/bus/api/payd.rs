@@ -213,4 +213,24 @@ pub enum PaydApi {
         /// How it closed.
         reason: String,
     },
+    /// -> payd: pay an invoice only if it is what the caller expects (LCP v0.2 section 3.3):
+    /// network, expiry, amount, payee, description hash and latest expiry are checked before
+    /// anything is paid; a mismatch is answered with a `failed_precondition` error that names it.
+    /// Idempotent per payment hash like [`PaydApi::Pay`]. Answered with [`PaydApi::Paid`].
+    PayChecked {
+        /// BOLT11 string.
+        bolt11: String,
+        /// Fee limit, msat.
+        max_fee_msat: u64,
+        /// Give up after this many seconds.
+        timeout_secs: u32,
+        /// The agreed price; the invoice amount must equal it, msat.
+        amount_msat: u64,
+        /// The provider's node id, hex; the invoice payee must equal it.
+        payee: String,
+        /// The terms hash; the invoice description hash must equal it.
+        description_hash: [u8; 32],
+        /// If set, the invoice must expire no later than this unix time.
+        not_after_secs: Option<u64>,
+    },
 }
