@@ -214,6 +214,14 @@ pub enum PaydError {
         /// LDK's reason.
         reason: String,
     },
+    /// The payment backend's node refused a request or answered in an unexpected way.
+    #[error("payment backend refused {op}: {reason}")]
+    BackendRefused {
+        /// The request.
+        op: &'static str,
+        /// The backend's reason.
+        reason: String,
+    },
     /// No channel has this id.
     #[error("no channel {channel_id}")]
     UnknownChannel {

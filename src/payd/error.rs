@@ -51,7 +51,8 @@ impl ToErrorCode for PaydError {
             | PaydError::DevnetOnly { .. }
             | PaydError::PeerProtocol { .. }
             | PaydError::PeerNotConnected { .. }
-            | PaydError::Ldk { .. } => ErrorCode::FailedPrecondition,
+            | PaydError::Ldk { .. }
+            | PaydError::BackendRefused { .. } => ErrorCode::FailedPrecondition,
             PaydError::Timeout { .. } | PaydError::OperationTimeout { .. } => ErrorCode::DeadlineExceeded,
             PaydError::BackendUnavailable { .. } => ErrorCode::Unavailable,
             PaydError::UnknownChannel { .. } => ErrorCode::NotFound,

@@ -12,6 +12,8 @@ use super::backend::{
 };
 use super::error::remote;
 use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
+use super::lnd::{LndBackend, LndConfig};
+use super::opts::PaydBackend;
 use super::{PaydConfig, PaydServiceError};
 use crate::bus::api::payd::{BalanceRow, ChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
 use crate::bus::api::{Body, PeerdApi};
@@ -39,10 +41,14 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
     let key = dd.node_secret()?;
     let network = config.node.network;
     bus.set_info(Some(key.node_id_hex()), vec![("network".into(), network.to_string())]);
+    if let PaydBackend::Lnd(lnd) = &config.backend {
+        return run_lnd(lnd.clone(), key.node_id_hex(), bus, shutdown).await;
+    }
     if network != Network::Devnet {
         // The embedded engine has no chain source: nothing can be paid on real networks with it.
         tracing::warn!(target: TARGET, %network, "the embedded engine runs on devnet only; no payment backend");
-        let msg = format!("payd has no backend for {network}: the embedded engine runs on devnet only");
+        let msg =
+            format!("payd has no backend for {network}: the embedded engine runs on devnet only (use the lnd backend)");
         return crate::node::serve(
             &bus,
             &shutdown,
@@ -63,6 +69,76 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
     if let Err(e) = engine.shutdown() {
         tracing::warn!(target: TARGET, "channel engine shutdown: {e}");
     }
+    r
+}
+
+/// First wait between two attempts to reach lnd at start.
+pub const LND_RETRY: Duration = Duration::from_millis(500);
+/// Longest wait between two attempts to reach lnd at start.
+pub const LND_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Answers a request while no backend is ready.
+fn refuse(bus: &Bus, m: Incoming, why: &str) {
+    if let Corr::Request(id) = m.corr {
+        let e = RemoteError::new(ErrorCode::Unavailable, format!("payd's lnd backend is not ready: {why}"));
+        if let Err(e) = bus.reply_err(&m.from, id, e) {
+            tracing::debug!(target: TARGET, "reply failed: {e}");
+        }
+    }
+}
+
+/// payd with the lnd backend: connect (answering every request with `unavailable` and the reason
+/// until lnd answers), then serve.
+async fn run_lnd(
+    config: LndConfig,
+    node_id: String,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), PaydServiceError> {
+    let mut rx = bus.take_incoming().ok_or(BusError::Taken)?;
+    let mut why = String::from("connecting to lnd");
+    let mut retry = LND_RETRY;
+    let backend = loop {
+        let attempt = LndBackend::start(config.clone());
+        tokio::pin!(attempt);
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = &mut attempt => break r,
+                m = rx.recv() => match m { Some(m) => refuse(&bus, m, &why), None => return Ok(()) },
+            }
+        };
+        match outcome {
+            Ok(b) => break b,
+            Err(e) => {
+                why = e.to_string();
+                tracing::warn!(target: TARGET, url = %config.rest_url, "lnd: {why}; trying again in {retry:?}");
+                let wait = tokio::time::sleep(retry);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = &mut wait => break,
+                        m = rx.recv() => match m { Some(m) => refuse(&bus, m, &why), None => return Ok(()) },
+                    }
+                }
+                retry = (retry * 2).min(LND_RETRY_MAX);
+            }
+        }
+    };
+    let payee = hex::encode(backend.node_id().serialize());
+    bus.set_info(
+        Some(node_id),
+        vec![
+            ("network".into(), config.network.to_string()),
+            ("backend".into(), "lnd".into()),
+            ("lnd_node_id".into(), payee.clone()),
+        ],
+    );
+    tracing::info!(target: TARGET, lnd_node_id = %payee, network = %config.network, "payd ready (lnd backend)");
+    let st = Bridge { bus: bus.clone(), backend: backend.clone(), ldk: None, next_seq: HashMap::new() };
+    let r = st.run(rx, None, &shutdown).await;
+    backend.shutdown();
     r
 }
 
