@@ -21,7 +21,7 @@ use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceI
 use crate::config::Network;
 use crate::datadir::Datadir;
 use lightning::bitcoin::secp256k1::PublicKey;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,6 +32,8 @@ pub const TARGET: &str = "payd";
 /// How long opening a devnet channel may take.
 pub const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long payd waits for peerd's list of sessions at start.
+pub const PEERS_AT_START: Duration = Duration::from_secs(5);
 /// How long closing a channel may take.
 pub const CLOSE_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,7 +66,13 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
         .map_err(|e| PaydServiceError::Engine(e.to_string()))?;
     tracing::info!(target: TARGET, node_id = %key.node_id_hex(), %network, "payd ready (embedded LDK engine)");
     let backend: Arc<dyn PaymentBackend> = engine.clone();
-    let st = Bridge { bus: bus.clone(), backend, ldk: Some(engine.clone()), next_seq: HashMap::new() };
+    let st = Bridge {
+        bus: bus.clone(),
+        backend,
+        ldk: Some(engine.clone()),
+        next_seq: HashMap::new(),
+        stale: HashSet::new(),
+    };
     let r = st.run(rx, Some(out_rx), &shutdown).await;
     if let Err(e) = engine.shutdown() {
         tracing::warn!(target: TARGET, "channel engine shutdown: {e}");
@@ -136,7 +144,13 @@ async fn run_lnd(
         ],
     );
     tracing::info!(target: TARGET, lnd_node_id = %payee, network = %config.network, "payd ready (lnd backend)");
-    let st = Bridge { bus: bus.clone(), backend: backend.clone(), ldk: None, next_seq: HashMap::new() };
+    let st = Bridge {
+        bus: bus.clone(),
+        backend: backend.clone(),
+        ldk: None,
+        next_seq: HashMap::new(),
+        stale: HashSet::new(),
+    };
     let r = st.run(rx, None, &shutdown).await;
     backend.shutdown();
     r
@@ -150,6 +164,8 @@ struct Bridge {
     ldk: Option<Arc<LdkEngine>>,
     /// Next expected sequence number per (peer, session).
     next_seq: HashMap<(String, u64), u64>,
+    /// Sessions the engine never saw begin (payd restarted under them) that peerd was asked to end.
+    stale: HashSet<(String, u64)>,
 }
 
 fn parse_pk(hex_id: &str) -> Result<PublicKey, RemoteError> {
@@ -277,9 +293,38 @@ impl Bridge {
         shutdown: &CancellationToken,
     ) -> Result<(), PaydServiceError> {
         let mut events = self.backend.subscribe();
+        // Sessions peerd opened before this payd started never reached the engine (a restart of
+        // payd under a running peerd): end them, so the peers reconnect and reestablish.
+        let (peers_tx, mut peers_rx) = tokio::sync::oneshot::channel::<Vec<crate::bus::api::peerd::PeerInfo>>();
+        let mut peers_done = self.ldk.is_none();
+        if self.ldk.is_some() {
+            let bus = self.bus.clone();
+            tokio::spawn(async move {
+                let req = Body::Peerd(PeerdApi::ListPeers);
+                if let Ok(Body::Peerd(PeerdApi::Peers(peers))) =
+                    bus.request(&ServiceId::Peerd, req, PEERS_AT_START).await
+                {
+                    let _ = peers_tx.send(peers);
+                }
+            });
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                r = &mut peers_rx, if !peers_done => {
+                    peers_done = true;
+                    // peerd announced every session it lists before answering, and the bus
+                    // queues the announcements before it hands over the answer: handle them
+                    // first, so only sessions from before this payd are ended.
+                    while let Ok(m) = rx.try_recv() {
+                        self.on_bus(m);
+                    }
+                    for p in r.unwrap_or_default() {
+                        if !self.next_seq.contains_key(&(p.node_id.clone(), p.session)) {
+                            self.end_stale_session(p.node_id, p.session);
+                        }
+                    }
+                }
                 m = rx.recv() => match m { Some(m) => self.on_bus(m), None => break },
                 Some(out) = recv_opt(&mut out_rx) => self.on_engine(out),
                 ev = events.recv() => match ev {
@@ -302,6 +347,19 @@ impl Bridge {
         }
         self.next_seq.remove(&(node_id.to_string(), session));
         let ev = PeerdApi::DropSession { node_id: node_id.to_string(), session, reason };
+        if let Err(e) = self.bus.send_event(&ServiceId::Peerd, Body::Peerd(ev)) {
+            tracing::warn!(target: TARGET, "could not ask peerd to end the session: {e}");
+        }
+    }
+
+    /// Asks peerd, once per session, to end a session the engine never saw begin.
+    fn end_stale_session(&mut self, node_id: String, session: u64) {
+        if !self.stale.insert((node_id.clone(), session)) {
+            return;
+        }
+        tracing::info!(target: TARGET, peer = %node_id, session, "session from before payd started: asking peerd to end it");
+        let reason = "payd's channel engine did not see this session begin (payd restarted); reconnect".to_string();
+        let ev = PeerdApi::DropSession { node_id, session, reason };
         if let Err(e) = self.bus.send_event(&ServiceId::Peerd, Body::Peerd(ev)) {
             tracing::warn!(target: TARGET, "could not ask peerd to end the session: {e}");
         }
@@ -370,13 +428,14 @@ impl Bridge {
                 if let Ok(pk) = parse_pk(&node_id) {
                     engine.peer_disconnected(pk, session);
                 }
+                self.stale.remove(&(node_id.clone(), session));
                 self.next_seq.remove(&(node_id, session));
             }
             PeerdApi::Message { node_id, session, seq, msg } => {
                 let key = (node_id.clone(), session);
                 let Some(expected) = self.next_seq.get(&key).copied() else {
                     tracing::debug!(target: TARGET, peer = %node_id, session, "message for an unknown session dropped");
-                    return;
+                    return self.end_stale_session(node_id, session);
                 };
                 if seq != expected {
                     return self.drop_session(
