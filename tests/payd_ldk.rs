@@ -511,3 +511,64 @@ async fn open_channel_needs_a_connected_peer() {
     assert!(matches!(r, Err(PaydError::PeerNotConnected { peer }) if peer == b.id()));
     assert!(a.engine.channels().is_empty());
 }
+
+/// Payments one right after another, with no pause for the previous HTLC's removal. Amounts of a
+/// few hundred sat are dust HTLCs: while one is still being removed, LDK's dust-exposure limit
+/// raises the minimum of the next HTLC and the router finds no route. The engine then waits for
+/// the channel to change and tries again, so every payment succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_payments_without_pauses_all_succeed() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, link) = pair_with_channel(da.path(), db.path(), 1_000_000).await;
+    let mut events = b.engine.subscribe();
+    let b_in_before = inbound_msat(&b);
+    let n = 20u64;
+    let mut invoices = Vec::new();
+    for k in 0..n {
+        // Dust (300 sat) and small (10 sat) payments, alternating.
+        let amount = if k % 2 == 0 { 300_000 + k } else { 10_000 + k };
+        invoices.push((amount, b.engine.create_invoice(amount, terms(&format!("b2b {k}")), 600).await.unwrap()));
+    }
+    for (k, (_, inv)) in invoices.iter().enumerate() {
+        let paid = a.engine.pay(inv.bolt11.clone(), params(None)).await.unwrap_or_else(|e| panic!("payment {k}: {e}"));
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), inv.payment_hash);
+    }
+    for (amount, inv) in &invoices {
+        assert_eq!(wait_settled(&mut events, inv.payment_hash).await, *amount);
+    }
+    let recs = a.engine.list_payments().await.unwrap();
+    assert_eq!(recs.len(), n as usize);
+    assert!(recs.iter().all(|r| r.status == PaymentStatus::Succeeded));
+    let total: u64 = invoices.iter().map(|(a, _)| a).sum();
+    wait_until("payee balance updated", || inbound_msat(&b) + total == b_in_before).await;
+    assert_eq!(link.incident_count(), (0, 0));
+}
+
+/// While the channel stays busy (a dust HTLC held in flight), a second payment is retried until its
+/// timeout, then refused with nothing recorded; once the channel is quiet it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_channel_retry_gives_up_at_the_timeout_without_a_record() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, link) = pair_with_channel(da.path(), db.path(), 1_000_000).await;
+    let first = b.engine.create_invoice(300_000, terms("held"), 600).await.unwrap();
+    let second = b.engine.create_invoice(200_000, terms("waits"), 600).await.unwrap();
+    let held = start_held_payment(&link, &a, &first.bolt11).await;
+    let short = PayParams { max_fee_msat: 0, timeout: Duration::from_millis(500), expected: None };
+    let r = a.engine.pay(second.bolt11.clone(), short).await;
+    assert!(
+        matches!(&r, Err(PaydError::PaymentFailed { reason, .. }) if reason.contains("RouteNotFound")),
+        "busy channel: {r:?}"
+    );
+    let recs = a.engine.list_payments().await.unwrap();
+    assert_eq!(recs.len(), 1, "only the held payment is recorded");
+    assert_eq!(recs[0].payment_hash, first.payment_hash);
+    // Started while the channel is still busy, the payment waits and then goes through.
+    let payer = a.engine.clone();
+    let bolt11 = second.bolt11.clone();
+    let waiting = tokio::spawn(async move { payer.pay(bolt11, params(None)).await });
+    link.release();
+    held.await.unwrap().unwrap();
+    let paid = waiting.await.unwrap().unwrap();
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), second.payment_hash);
+    assert_eq!(a.engine.list_payments().await.unwrap().len(), 2);
+}

@@ -19,6 +19,19 @@ pub enum ChannelCmd {
     },
     /// List channels
     List,
+    /// Close a channel cooperatively (its peer must be connected)
+    Close {
+        /// Channel id, hex (as `channel list` shows it)
+        channel_id: String,
+    },
+}
+
+/// Sends one request to payd and returns its answer.
+pub async fn ask_payd(bus: &Bus, req: PaydApi, timeout: Duration) -> Result<PaydApi, CliError> {
+    match bus.request(&ServiceId::Payd, Body::Payd(req), timeout).await? {
+        Body::Payd(p) => Ok(p),
+        other => Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
+    }
 }
 
 fn line(c: &ChannelRow) -> String {
@@ -41,12 +54,11 @@ pub async fn run(bus: &Bus, cmd: ChannelCmd, json: bool, timeout: Duration) -> R
             (PaydApi::OpenChannel { node_id, sats }, timeout.max(Duration::from_secs(35)))
         }
         ChannelCmd::List => (PaydApi::ListChannels, timeout),
+        ChannelCmd::Close { channel_id } => {
+            (PaydApi::CloseChannel { channel_id }, timeout.max(Duration::from_secs(35)))
+        }
     };
-    let answer = match bus.request(&ServiceId::Payd, Body::Payd(req), wait).await? {
-        Body::Payd(p) => p,
-        other => return Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
-    };
-    match answer {
+    match ask_payd(bus, req, wait).await? {
         PaydApi::Channel(c) if json => to_json(&c),
         PaydApi::Channel(c) => Ok(format!("opened: {}", line(&c))),
         PaydApi::Channels(cs) if json => to_json(&cs),
@@ -58,6 +70,10 @@ pub async fn run(bus: &Bus, cmd: ChannelCmd, json: bool, timeout: Duration) -> R
             }
             Ok(out.trim_end().to_string())
         }
+        PaydApi::ChannelClosed { channel_id, reason } if json => {
+            to_json(&serde_json::json!({ "channel_id": channel_id, "reason": reason }))
+        }
+        PaydApi::ChannelClosed { channel_id, reason } => Ok(format!("closed: {channel_id} ({reason})")),
         other => Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
     }
 }

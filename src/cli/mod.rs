@@ -1,7 +1,10 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
+pub mod balance;
 pub mod channel;
+pub mod invoice;
 pub mod job;
+pub mod payment;
 pub mod peer;
 pub mod status;
 pub mod wire;
@@ -64,12 +67,20 @@ pub enum Command {
     /// Lightning peers: connect, list, disconnect
     #[command(subcommand)]
     Peer(peer::PeerCmd),
-    /// Payment channels: open (devnet), list
+    /// Payment channels: open (devnet), list, close
     #[command(subcommand)]
     Channel(channel::ChannelCmd),
     /// LCP jobs: quote, run, accept, list, show, cancel; LCP peers
     #[command(subcommand)]
     Job(job::JobCmd),
+    /// Invoices this node issued
+    #[command(subcommand)]
+    Invoice(invoice::InvoiceCmd),
+    /// Payments this node made
+    #[command(subcommand)]
+    Payment(payment::PaymentCmd),
+    /// What the node can send and receive, payment and invoice counts
+    Balance,
     /// The node's jobd workers
     #[command(subcommand)]
     Worker(worker::WorkerCmd),
@@ -114,6 +125,9 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
         Command::Channel(cmd) => channel::run(&bus, cmd, cli.json, timeout).await,
         Command::Job(cmd) => job::run(&bus, cmd, cli.json, timeout).await,
+        Command::Invoice(cmd) => invoice::run(&bus, cmd, cli.json, timeout).await,
+        Command::Payment(cmd) => payment::run(&bus, cmd, cli.json, timeout).await,
+        Command::Balance => balance::run(&bus, cli.json, timeout).await,
         Command::Wire(_) => unreachable_offline(),
     };
     bus.close();

@@ -214,6 +214,20 @@ pub enum PaydError {
         /// LDK's reason.
         reason: String,
     },
+    /// The payment backend's node refused a request or answered in an unexpected way.
+    #[error("payment backend refused {op}: {reason}")]
+    BackendRefused {
+        /// The request.
+        op: &'static str,
+        /// The backend's reason.
+        reason: String,
+    },
+    /// No channel has this id.
+    #[error("no channel {channel_id}")]
+    UnknownChannel {
+        /// The channel id asked for, hex.
+        channel_id: String,
+    },
 }
 
 /// What the requester expects of a provider's invoice (LCP v0.2 section 3.3).
@@ -450,6 +464,19 @@ pub struct PaidInvoice {
     pub fee_msat: u64,
 }
 
+/// Totals over a backend's channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelBalance {
+    /// Channels, usable or not.
+    pub channels: u32,
+    /// Channels payments can use now.
+    pub usable_channels: u32,
+    /// Sum of what we can send, msat.
+    pub outbound_msat: u64,
+    /// Sum of what we can receive, msat.
+    pub inbound_msat: u64,
+}
+
 /// Settlement and payment events a backend broadcasts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaydEvent {
@@ -532,6 +559,9 @@ pub trait PaymentBackend: Send + Sync {
 
     /// Invoices we issued, oldest first.
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>>;
+
+    /// Totals over our channels (what we can send and receive now).
+    fn channel_balance(&self) -> BoxFuture<'_, Result<ChannelBalance, PaydError>>;
 }
 
 #[cfg(test)]

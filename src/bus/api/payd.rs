@@ -55,6 +55,71 @@ pub struct InvoiceRow {
     pub settled_at: Option<u64>,
 }
 
+/// State of an outgoing payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentState {
+    /// Recorded and handed to the backend; outcome not known yet.
+    Pending,
+    /// The payee released the preimage.
+    Succeeded,
+    /// Failed for good; nothing was paid.
+    Failed,
+}
+
+/// An outgoing payment as payd records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRow {
+    /// Payment hash.
+    pub payment_hash: [u8; 32],
+    /// The invoice paid.
+    pub bolt11: String,
+    /// Amount sent to the payee, msat.
+    pub amount_msat: u64,
+    /// The payee's node id, hex.
+    pub payee: String,
+    /// State.
+    pub state: PaymentState,
+    /// The preimage, once succeeded.
+    pub preimage: Option<[u8; 32]>,
+    /// Routing fee paid, once succeeded, msat.
+    pub fee_msat: Option<u64>,
+    /// Why it failed, once failed.
+    pub failure: Option<String>,
+    /// When the attempt was recorded, unix seconds.
+    pub created_at: u64,
+    /// Last state change, unix seconds.
+    pub updated_at: u64,
+}
+
+/// What the node holds in its channels, and how many payments and invoices it has.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceRow {
+    /// Channels, usable or not.
+    pub channels: u32,
+    /// Channels payments can use now.
+    pub usable_channels: u32,
+    /// Sum of what we can send over all channels, msat.
+    pub outbound_msat: u64,
+    /// Sum of what we can receive over all channels, msat.
+    pub inbound_msat: u64,
+    /// Outgoing payments whose outcome is not known yet.
+    pub payments_pending: u32,
+    /// Outgoing payments that succeeded.
+    pub payments_succeeded: u32,
+    /// Outgoing payments that failed.
+    pub payments_failed: u32,
+    /// Amount sent by succeeded payments (without fees), msat.
+    pub sent_msat: u64,
+    /// Routing fees paid by succeeded payments, msat.
+    pub fees_msat: u64,
+    /// Invoices neither paid nor expired.
+    pub invoices_open: u32,
+    /// Invoices paid.
+    pub invoices_settled: u32,
+    /// Amount received over settled invoices, msat.
+    pub received_msat: u64,
+}
+
 /// payd's API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaydApi {
@@ -122,5 +187,50 @@ pub enum PaydApi {
         payment_hash: [u8; 32],
         /// Amount received, msat.
         amount_msat: u64,
+    },
+    /// -> payd: every invoice payd issued, oldest first. Answered with [`PaydApi::Invoices`].
+    ListInvoices,
+    /// payd ->.
+    Invoices(Vec<InvoiceRow>),
+    /// -> payd: every outgoing payment, oldest first. Answered with [`PaydApi::Payments`].
+    ListPayments,
+    /// payd ->.
+    Payments(Vec<PaymentRow>),
+    /// -> payd: channel balances and payment counts. Answered with [`PaydApi::BalanceInfo`].
+    Balance,
+    /// payd ->.
+    BalanceInfo(BalanceRow),
+    /// -> payd: close a channel cooperatively (its peer must be connected) and wait until it is
+    /// closed. Answered with [`PaydApi::ChannelClosed`].
+    CloseChannel {
+        /// Channel id, hex.
+        channel_id: String,
+    },
+    /// payd ->: the channel is closed.
+    ChannelClosed {
+        /// Channel id, hex.
+        channel_id: String,
+        /// How it closed.
+        reason: String,
+    },
+    /// -> payd: pay an invoice only if it is what the caller expects (LCP v0.2 section 3.3):
+    /// network, expiry, amount, payee, description hash and latest expiry are checked before
+    /// anything is paid; a mismatch is answered with a `failed_precondition` error that names it.
+    /// Idempotent per payment hash like [`PaydApi::Pay`]. Answered with [`PaydApi::Paid`].
+    PayChecked {
+        /// BOLT11 string.
+        bolt11: String,
+        /// Fee limit, msat.
+        max_fee_msat: u64,
+        /// Give up after this many seconds.
+        timeout_secs: u32,
+        /// The agreed price; the invoice amount must equal it, msat.
+        amount_msat: u64,
+        /// The provider's node id, hex; the invoice payee must equal it.
+        payee: String,
+        /// The terms hash; the invoice description hash must equal it.
+        description_hash: [u8; 32],
+        /// If set, the invoice must expire no later than this unix time.
+        not_after_secs: Option<u64>,
     },
 }

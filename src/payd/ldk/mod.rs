@@ -57,12 +57,13 @@ use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use lightning::util::config::UserConfig;
 use lightning::util::ser::{LengthReadable, ReadableArgs, Writeable};
 use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Sha256};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::payd::backend::{
-    check_invoice, decode_bolt11, describe_invoice, BoxFuture, CreatedInvoice, DecodedInvoice, InvoiceRecord,
-    InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord, PaymentStatus,
+    check_invoice, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
+    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
+    PaymentStatus,
 };
 use bridge::Outbound;
 use chain::{ConstantFeeEstimator, MemoryBroadcaster, NodeKeys, TracingLogger};
@@ -110,6 +111,10 @@ pub const DEFAULT_TIMER_TICK: Duration = Duration::from_secs(60);
 pub const DEFAULT_UNKNOWN_REESTABLISH_LIMIT: u32 = 1;
 /// Capacity of the event broadcast channel.
 pub const EVENT_CAPACITY: usize = 1024;
+/// How many times `pay` tries to hand a payment to LDK while the channels are busy (an HTLC
+/// still being added or removed, a channel to the payee not usable yet) before it gives up;
+/// it also gives up at the caller's timeout.
+pub const MAX_SEND_ATTEMPTS: u32 = 500;
 
 /// Configuration of the LDK engine.
 #[derive(Clone, Debug)]
@@ -241,6 +246,8 @@ struct Inner {
     events: broadcast::Sender<PaydEvent>,
     channel_events: broadcast::Sender<ChannelEvent>,
     pay_lock: tokio::sync::Mutex<()>,
+    /// Bumped after every processing round: anything about the channels may have changed.
+    changes: watch::Sender<u64>,
     stopped: AtomicBool,
     stale_dropped: AtomicU64,
     reestablish_dropped: AtomicU64,
@@ -417,6 +424,7 @@ impl LdkEngine {
             events,
             channel_events,
             pay_lock: tokio::sync::Mutex::new(()),
+            changes: watch::channel(0).0,
             stopped: AtomicBool::new(false),
             stale_dropped: AtomicU64::new(0),
             reestablish_dropped: AtomicU64::new(0),
@@ -682,6 +690,42 @@ impl LdkEngine {
         Ok(())
     }
 
+    /// Close a channel cooperatively and wait until LDK reports it closed; returns LDK's reason.
+    /// The channel's peer must be connected (the shutdown messages go through its session).
+    pub async fn close_channel_and_wait(&self, channel_id: [u8; 32], timeout: Duration) -> Result<String, PaydError> {
+        self.ensure_running()?;
+        let peer = self
+            .channels()
+            .into_iter()
+            .find(|c| c.channel_id == channel_id)
+            .map(|c| c.counterparty)
+            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        if !self.is_connected(&peer) {
+            return Err(PaydError::PeerNotConnected { peer });
+        }
+        let mut rx = self.inner.channel_events.subscribe();
+        self.close_channel(channel_id, peer)?;
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(ChannelEvent::Closed { channel_id: c, reason, .. }) if c == channel_id => return Ok(reason),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.channels().iter().any(|c| c.channel_id == channel_id) {
+                            return Ok("closed".to_string());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() })
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| PaydError::OperationTimeout { what: "channel close", after: timeout })?
+    }
+
     /// All channels.
     pub fn channels(&self) -> Vec<ChannelInfo> {
         self.inner
@@ -752,41 +796,41 @@ impl LdkEngine {
         let hash = decoded.payment_hash;
         let amount = decoded.amount_msat.ok_or(PaydError::MissingAmount)?;
         let mut rx = self.inner.events.subscribe();
-        {
-            let _g = self.inner.pay_lock.lock().await;
-            let existing = lock(&self.inner.store).payment(&hash)?;
-            match existing {
-                Some(rec) if rec.status == PaymentStatus::Succeeded => return paid_from(&rec),
-                Some(rec) if rec.status == PaymentStatus::Failed => {
-                    return Err(PaydError::PaymentFailed {
-                        payment_hash: hex::encode(hash),
-                        reason: rec.failure.unwrap_or_else(|| "unknown".into()),
-                    })
+        let deadline = tokio::time::Instant::now() + params.timeout;
+        let mut changes = self.inner.changes.subscribe();
+        let (mut attempts, mut quiet_retry_used) = (0u32, false);
+        loop {
+            changes.borrow_and_update();
+            let refused = {
+                let _g = self.inner.pay_lock.lock().await;
+                match self.start_payment(&invoice, &decoded, amount, &params)? {
+                    Started::Done(r) => return r,
+                    Started::InFlight => break,
+                    Started::Refused(e) => e,
                 }
-                Some(_) => {
-                    if !self.ldk_knows_payment(hash) {
-                        // Recorded but never handed to LDK (a crash in between): send it now.
-                        self.send_payment(&invoice, hash, &params)?;
-                    }
+            };
+            // Refused before anything left the node. While an HTLC is still being added or
+            // removed (or a channel to the payee is reestablishing) the refusal may be
+            // temporary: try again when the channels change, until the timeout. A refusal seen
+            // on quiet channels is tried once more at once (the channels may have become quiet
+            // just after the attempt); refused again, it is final.
+            attempts += 1;
+            if attempts >= MAX_SEND_ATTEMPTS {
+                return Err(refused);
+            }
+            if !self.channels_busy(&decoded.payee) {
+                if quiet_retry_used {
+                    return Err(refused);
                 }
-                None => {
-                    self.capacity_check(&decoded, amount)?;
-                    let now = now_secs();
-                    let rec = PaymentRecord {
-                        payment_hash: hash,
-                        bolt11: decoded.bolt11.clone(),
-                        amount_msat: amount,
-                        payee: decoded.payee,
-                        status: PaymentStatus::Pending,
-                        preimage: None,
-                        fee_msat: None,
-                        failure: None,
-                        created_at: now,
-                        updated_at: now,
-                    };
-                    lock(&self.inner.store).insert_pending_payment(&rec)?;
-                    self.send_payment(&invoice, hash, &params)?;
-                }
+                quiet_retry_used = true;
+                continue;
+            }
+            quiet_retry_used = false;
+            tracing::debug!(target: "payd::ldk", payment_hash = %hex::encode(hash), attempts, "channels busy, payment waits: {refused}");
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() }),
+                Err(_) => return Err(refused),
             }
         }
         let wait = async {
@@ -820,7 +864,7 @@ impl LdkEngine {
                 }
             }
         };
-        tokio::time::timeout(params.timeout, wait)
+        tokio::time::timeout_at(deadline, wait)
             .await
             .map_err(|_| PaydError::Timeout { payment_hash: hex::encode(hash), after: params.timeout })?
     }
@@ -835,25 +879,90 @@ impl LdkEngine {
         })
     }
 
-    fn send_payment(&self, invoice: &Bolt11Invoice, hash: [u8; 32], params: &PayParams) -> Result<(), PaydError> {
+    /// Whether the channels may free up soon: an HTLC is being added or removed on a channel, or
+    /// a channel to `payee` exists but is not usable yet (reestablishing).
+    fn channels_busy(&self, payee: &PublicKey) -> bool {
+        self.channels().iter().any(|c| {
+            c.pending_outbound_htlcs > 0 || c.pending_inbound_htlcs > 0 || (!c.is_usable && c.counterparty == *payee)
+        })
+    }
+
+    /// Record the attempt and hand it to LDK, or report the recorded outcome. Call with
+    /// `pay_lock` held. A refusal before anything was sent leaves no record.
+    fn start_payment(
+        &self,
+        invoice: &Bolt11Invoice,
+        decoded: &DecodedInvoice,
+        amount: u64,
+        params: &PayParams,
+    ) -> Result<Started, PaydError> {
+        let hash = decoded.payment_hash;
+        let existing = lock(&self.inner.store).payment(&hash)?;
+        match existing {
+            Some(rec) if rec.status == PaymentStatus::Succeeded => Ok(Started::Done(paid_from(&rec))),
+            Some(rec) if rec.status == PaymentStatus::Failed => Ok(Started::Done(Err(PaydError::PaymentFailed {
+                payment_hash: hex::encode(hash),
+                reason: rec.failure.unwrap_or_else(|| "unknown".into()),
+            }))),
+            Some(_) if self.ldk_knows_payment(hash) => Ok(Started::InFlight),
+            // Recorded but never handed to LDK (a crash in between): send it now.
+            Some(_) => self.send_payment(invoice, hash, params),
+            None => {
+                if let Err(e) = self.capacity_check(decoded, amount) {
+                    return Ok(Started::Refused(e));
+                }
+                let now = now_secs();
+                let rec = PaymentRecord {
+                    payment_hash: hash,
+                    bolt11: decoded.bolt11.clone(),
+                    amount_msat: amount,
+                    payee: decoded.payee,
+                    status: PaymentStatus::Pending,
+                    preimage: None,
+                    fee_msat: None,
+                    failure: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                lock(&self.inner.store).insert_pending_payment(&rec)?;
+                self.send_payment(invoice, hash, params)
+            }
+        }
+    }
+
+    fn send_payment(&self, invoice: &Bolt11Invoice, hash: [u8; 32], params: &PayParams) -> Result<Started, PaydError> {
         let route_config = RouteParametersConfig {
             max_total_routing_fee_msat: Some(params.max_fee_msat),
             ..RouteParametersConfig::default()
         };
         let r = self.inner.cm.pay_for_bolt11_invoice(invoice, PaymentId(hash), None, route_config, Retry::Attempts(3));
-        let result = match r {
-            Ok(()) => Ok(()),
-            Err(Bolt11PaymentError::SendingFailed(RetryableSendFailure::DuplicatePayment)) => Ok(()),
-            Err(e) => {
-                // Refused before anything left the node: forget the attempt, so that a later
-                // call can try again (the same as a refused pre-check).
-                lock(&self.inner.store).forget_unsent_payment(&hash)?;
-                Err(PaydError::PaymentFailed { payment_hash: hex::encode(hash), reason: format!("not sent: {e:?}") })
+        match r {
+            Ok(()) | Err(Bolt11PaymentError::SendingFailed(RetryableSendFailure::DuplicatePayment)) => {
+                self.inner.process();
+                Ok(Started::InFlight)
             }
-        };
-        self.inner.process();
-        result
+            Err(e) => {
+                // Refused before anything left the node (and nothing changed, so no processing
+                // round): forget the attempt, so that a later call can try again (the same as a
+                // refused pre-check).
+                lock(&self.inner.store).forget_unsent_payment(&hash)?;
+                Ok(Started::Refused(PaydError::PaymentFailed {
+                    payment_hash: hex::encode(hash),
+                    reason: format!("not sent: {e:?}"),
+                }))
+            }
+        }
     }
+}
+
+/// What [`LdkEngine::start_payment`] did.
+enum Started {
+    /// The outcome is known (recorded earlier).
+    Done(Result<PaidInvoice, PaydError>),
+    /// LDK has the payment; wait for its outcome.
+    InFlight,
+    /// Nothing was sent, and no attempt is recorded.
+    Refused(PaydError),
 }
 
 fn paid_from(rec: &PaymentRecord) -> Result<PaidInvoice, PaydError> {
@@ -923,8 +1032,13 @@ impl Inner {
     }
 
     /// One or more processing rounds until nothing changes: events, HTLC forwards, persistence,
-    /// then the outbound messages of the round.
+    /// then the outbound messages of the round. Wakes whoever waits for a channel change.
     fn process(&self) {
+        self.process_rounds();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn process_rounds(&self) {
         let _g = lock(&self.process_lock);
         if self.stopped.load(Ordering::SeqCst) {
             return;
@@ -1203,6 +1317,19 @@ impl PaymentBackend for LdkEngine {
 
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>> {
         Box::pin(async move { lock(&self.inner.store).invoices(now_secs()) })
+    }
+
+    fn channel_balance(&self) -> BoxFuture<'_, Result<ChannelBalance, PaydError>> {
+        Box::pin(async move {
+            let mut b = ChannelBalance::default();
+            for c in self.channels() {
+                b.channels += 1;
+                b.usable_channels += u32::from(c.is_usable);
+                b.outbound_msat = b.outbound_msat.saturating_add(c.outbound_capacity_msat);
+                b.inbound_msat = b.inbound_msat.saturating_add(c.inbound_capacity_msat);
+            }
+            Ok(b)
+        })
     }
 }
 
