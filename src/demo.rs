@@ -119,16 +119,6 @@ pub async fn paid_job(provider: &Bus, requester: &Bus) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("unexpected answer from peerd: {other:?}"),
     }
-    // A devnet channel from the requester to the provider (zero-conf, no blockchain).
-    let open = PaydApi::OpenChannel { node_id: node_id.clone(), sats: 100_000 };
-    let ch = poll("devnet channel", T, || async {
-        match requester.request(&ServiceId::Payd, Body::Payd(open.clone()), T).await {
-            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
-            _ => None,
-        }
-    })
-    .await?;
-    println!("devnet channel {} open: {} sat", ch.channel_id, ch.capacity_sat);
     // The provider's manifest, with what its worker offers.
     poll("provider's LCP manifest", T, || async {
         match requester.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), T).await {
@@ -198,6 +188,16 @@ pub async fn paid_job(provider: &Bus, requester: &Bus) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(preimage_ok, "the payment's preimage does not match its hash");
+    let channels = match requester.request(&ServiceId::Payd, Body::Payd(PaydApi::ListChannels), T).await? {
+        Body::Payd(PaydApi::Channels(c)) => c,
+        other => anyhow::bail!("unexpected answer from payd: {other:?}"),
+    };
+    for c in channels.iter().filter(|c| c.counterparty == node_id) {
+        println!(
+            "devnet channel {} ({} sat) opened for the job, {} msat left to spend",
+            c.channel_id, c.capacity_sat, c.outbound_capacity_msat
+        );
+    }
     println!("paid job: OK");
     Ok(())
 }

@@ -10,5 +10,6 @@ fn lcpnode_demo_runs_and_exits_zero() {
     assert!(stdout.contains("description_hash == terms_hash: true, payee == peer: true"), "{stdout}");
     assert!(stdout.contains("sha256(preimage) == payment hash: true"), "{stdout}");
     assert!(stdout.contains("deterministic-output"), "{stdout}");
+    assert!(stdout.contains("opened for the job"), "{stdout}");
     assert!(stdout.trim_end().ends_with("paid job: OK"), "{stdout}");
 }

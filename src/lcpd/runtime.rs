@@ -116,6 +116,7 @@ pub async fn run(config: LcpdConfig, bus: Bus, shutdown: CancellationToken) -> R
         subscribers: HashMap::new(),
         quoted_by: HashMap::new(),
         fb: fb_tx,
+        devnet: config.node.network == crate::config::Network::Devnet,
     };
     st.resume()?;
     st.ask_peers();
@@ -158,6 +159,36 @@ struct State {
     /// The worker that priced a job (it runs it too, when it can).
     quoted_by: HashMap<PKey, ServiceId>,
     fb: mpsc::UnboundedSender<Feedback>,
+    /// On devnet a payment opens a channel to the payee when none can carry it.
+    devnet: bool,
+}
+
+/// Capacity of a channel opened for a job on devnet, at least (satoshis).
+pub const AUTO_CHANNEL_SATS: u64 = 1_000_000;
+
+/// Devnet: opens a zero-conf channel to the invoice's payee when no channel to it could carry the
+/// amount (a channel that exists but is being re-established counts: it will carry it).
+async fn ensure_devnet_channel(bus: &Bus, bolt11: &str) {
+    let Ok(inv) = crate::payd::backend::decode_bolt11(bolt11) else { return };
+    let payee = hex::encode(inv.payee.serialize());
+    let need = inv.amount_msat.unwrap_or(0);
+    let channels = match bus.request(&ServiceId::Payd, Body::Payd(PaydApi::ListChannels), SERVICE_TIMEOUT).await {
+        Ok(Body::Payd(PaydApi::Channels(c))) => c,
+        _ => return,
+    };
+    let fits = |c: &crate::bus::api::payd::ChannelRow| {
+        c.counterparty == payee
+            && if c.is_usable { c.outbound_capacity_msat >= need } else { c.capacity_sat.saturating_mul(1000) > need }
+    };
+    if channels.iter().any(fits) {
+        return;
+    }
+    let sats = AUTO_CHANNEL_SATS.max((need / 1000).saturating_mul(10));
+    tracing::info!(target: TARGET, peer = %payee, sats, "no channel can carry the payment: opening a devnet channel");
+    let open = Body::Payd(PaydApi::OpenChannel { node_id: payee, sats });
+    if let Err(e) = bus.request(&ServiceId::Payd, open, Duration::from_secs(40)).await {
+        tracing::warn!(target: TARGET, "devnet channel not opened: {e}");
+    }
 }
 
 fn manifest_row(m: &Manifest) -> ManifestRow {
@@ -461,8 +492,11 @@ impl State {
                 }
             }
             Out::Pay { job_id, bolt11 } => {
-                let (bus, fb) = (self.bus.clone(), self.fb.clone());
+                let (bus, fb, devnet) = (self.bus.clone(), self.fb.clone(), self.devnet);
                 tokio::spawn(async move {
+                    if devnet {
+                        ensure_devnet_channel(&bus, &bolt11).await;
+                    }
                     let body =
                         Body::Payd(PaydApi::Pay { bolt11, max_fee_msat: MAX_FEE_MSAT, timeout_secs: PAY_TIMEOUT_SECS });
                     let wait = Duration::from_secs(u64::from(PAY_TIMEOUT_SECS) + 10);
