@@ -2,7 +2,7 @@
 //! calls a local stand-in upstream. The upstream holds every SSE event after the first until the
 //! test opens a gate, so the first chunk reaching the HTTP client proves per-chunk flushing. A
 //! client that goes away (during a stream, or while waiting for a JSON answer) cancels its job at
-//! the provider with the reason "request canceled".
+//! the provider with the reason "request canceled", and so does stopping the gateway mid-stream.
 
 mod gateway_common;
 #[path = "jobd_upstream.rs"]
@@ -84,7 +84,7 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     }
     assert_eq!(first, events[0], "the first chunk is the first event alone");
     assert_eq!(gate.available_permits(), 0, "nothing released the later events yet");
-    gate.add_permits(events.len());
+    gate.add_permits(events.len() - 1);
     let rest = tokio::time::timeout(T, body.collect()).await.expect("rest in time").expect("rest").to_bytes();
     first.extend_from_slice(&rest);
     assert_eq!(first, events.concat());
@@ -140,5 +140,21 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     drop(s);
     provider_cancelled(&n, job_id).await;
     up.wait_for(Event::ClientClosed, T).await;
+
+    // 4. The gateway stops while a stream is open: the connection gets a short grace, then the
+    // job is cancelled as well, and the gateway leaves the bus within the node's shutdown grace.
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = chat("shutdown", true);
+    let req = format!(
+        "POST {CHAT_URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let got = read_until(&mut s, &events[0]).await;
+    let job_id = job_id_of(&got);
+    n.stop_gateway().await;
+    provider_cancelled(&n, job_id).await;
+    drop(s);
     n.close();
 }

@@ -46,8 +46,9 @@ const SWEEP_GRACE: Duration = Duration::from_secs(30);
 /// Extra time over the execute timeout before the gateway gives up on a result itself (lcpd's own
 /// deadline for the job fires first and reports a failure).
 const EXECUTE_SLACK: Duration = Duration::from_secs(5);
-/// How long open connections get to finish at shutdown.
-const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// How long open connections get to finish at shutdown (then their jobs are cancelled; the whole
+/// stop fits in the node's shutdown grace).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Reason sent with `CancelJob` for quotes that were not used.
 const QUOTE_NOT_CHOSEN: &str = "quote not chosen";
 
@@ -95,7 +96,10 @@ pub async fn run(cfg: GatewayConfig, bus: Bus, shutdown: CancellationToken) -> R
     let incoming = bus.take_incoming().ok_or(BusError::Taken)?;
     let (cmds, cmd_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared { cfg, bus, budget, tracker: Mutex::new(Tracker::default()), cmds });
-    let manager = tokio::spawn(manage(Arc::clone(&shared), incoming, cmd_rx, shutdown.clone()));
+    // The manager outlives the connections, so that jobs of responses still streaming during the
+    // drain are tracked (and cancelled when they are cut).
+    let stop_manager = CancellationToken::new();
+    let manager = tokio::spawn(manage(Arc::clone(&shared), incoming, cmd_rx, stop_manager.clone()));
     let conns = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -118,9 +122,10 @@ pub async fn run(cfg: GatewayConfig, bus: Bus, shutdown: CancellationToken) -> R
     }
     drop(listener);
     conns.close();
-    if tokio::time::timeout(DRAIN_GRACE + Duration::from_secs(1), conns.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_GRACE + Duration::from_millis(500), conns.wait()).await.is_err() {
         tracing::warn!(target: TARGET, "connections still open at shutdown");
     }
+    stop_manager.cancel();
     if let Err(e) = manager.await {
         tracing::error!(target: TARGET, "manager task failed: {e}");
     }
@@ -156,7 +161,7 @@ async fn manage(
     shared: Arc<Shared>,
     mut incoming: mpsc::Receiver<Incoming>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,18 +183,23 @@ async fn manage(
                 }
                 apply(&shared, actions);
             }
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         }
     }
-    // Cancel what is still running (bounded: every cancel has its own short timeout).
+    // Cancel what is still running (bounded: every cancel has its own short timeout). Quotes and
+    // jobs given up by requests cut at shutdown are still in the queue or the tracker.
     let mut cancels = tokio::task::JoinSet::new();
+    let mut last = Vec::new();
     while let Ok(c) = cmds.try_recv() {
-        if let Cmd::CancelQuote(id) = c {
-            cancels.spawn(cancel_job(shared.bus.clone(), id, QUOTE_NOT_CHOSEN));
+        match c {
+            Cmd::CancelQuote(id) => {
+                cancels.spawn(cancel_job(shared.bus.clone(), id, QUOTE_NOT_CHOSEN));
+            }
+            Cmd::Abandon(id) => last.extend(shared.tracker().abandon(id)),
         }
     }
-    let actions = shared.tracker().drain();
-    for a in actions {
+    last.extend(shared.tracker().drain());
+    for a in last {
         match a {
             Action::Cancel { job_id } => {
                 cancels.spawn(cancel_job(shared.bus.clone(), job_id, CANCEL_REASON));
