@@ -3,7 +3,8 @@
 //! Precedence: flags > environment > file > defaults. clap resolves flags and environment (every
 //! option is an `Option` with `env = "LCP_..."`), the file fills what is still unset, and the
 //! defaults below fill the rest. The file has one section per service (`[node]`, `[peerd]`,
-//! `[lcpd]`, `[jobd]`, `[payd]`); unknown keys are errors, so a typo never goes unnoticed.
+//! `[lcpd]`, `[jobd]`, `[payd]`, `[gateway]`); unknown keys are errors, so a typo never goes
+//! unnoticed.
 
 use crate::bus::Endpoint;
 use serde::{Deserialize, Serialize};
@@ -165,6 +166,9 @@ pub struct FileConfig {
     /// payd settings.
     #[serde(default)]
     pub payd: crate::payd::opts::PaydFile,
+    /// gateway settings.
+    #[serde(default)]
+    pub gateway: crate::gateway::opts::GatewayFile,
 }
 
 /// Resolved shared settings.

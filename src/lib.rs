@@ -1,6 +1,6 @@
 //! LCP node suite: a modular Lightning node for the Lightning Compute Protocol (LCP v0.2).
 //!
-//! Services (`peerd`, `lcpd`, `jobd`, `payd`) are libraries with one entry point each,
+//! Services (`peerd`, `lcpd`, `jobd`, `payd`, and the requesters' HTTP `gateway`) are libraries with one entry point each,
 //! `run(config, bus, shutdown)`, talking over the ZeroMQ bus in [`bus`].
 
 pub mod bus;
@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod demo;
+pub mod gateway;
 pub mod jobd;
 pub mod lcpd;
 pub mod logging;

@@ -345,6 +345,18 @@ impl AllInOne {
         Ok(())
     }
 
+    /// Starts the OpenAI-compatible gateway as a thread of this node (stop it with
+    /// `stop_service("gateway")`). Its HTTP address is in its status (`listen`).
+    pub fn start_gateway(&mut self, cfg: crate::gateway::GatewayConfig) -> anyhow::Result<()> {
+        if self.services.contains_key("gateway") {
+            return Ok(());
+        }
+        let f = service_fn(move |b, s| async move { Ok(crate::gateway::run(cfg, b, s).await?) });
+        let t = ServiceThread::spawn(self.inproc.clone(), ServiceId::Gateway, None, self.shutdown.child_token(), f)?;
+        self.services.insert("gateway".to_string(), t);
+        Ok(())
+    }
+
     /// Stops one service (by kind name, or `jobd/NAME` for an extra worker); the others carry on.
     pub fn stop_service(&mut self, kind: &str) -> anyhow::Result<()> {
         match self.services.remove(kind) {

@@ -1,6 +1,7 @@
 //! lcpnode: every service of an LCP node as threads in one process.
 use clap::Parser;
 use lcp::config::NodeArgs;
+use lcp::gateway::{GatewayArgs, GatewayConfig};
 use lcp::jobd::{JobdArgs, JobdConfig};
 use lcp::lcpd::{LcpdArgs, LcpdConfig};
 use lcp::node::{daemon_main, AllConfig, AllInOne};
@@ -21,6 +22,8 @@ struct Opts {
     jobd: JobdArgs,
     #[command(flatten)]
     payd: PaydArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -44,16 +47,20 @@ fn main() -> std::process::ExitCode {
             payd: PaydConfig::resolve(&node, &opts.payd, &file.payd)?,
             node,
         };
+        let gateway = GatewayConfig::resolve_enabled(&cfg.node, &opts.gateway, &file.gateway)?;
         match opts.cmd.unwrap_or(Cmd::Run) {
-            Cmd::Run => run(cfg),
+            Cmd::Run => run(cfg, gateway),
             Cmd::Demo => lcp::demo::run(),
         }
     })
 }
 
-fn run(cfg: AllConfig) -> anyhow::Result<()> {
+fn run(cfg: AllConfig, gateway: Option<GatewayConfig>) -> anyhow::Result<()> {
     lcp::logging::init(&cfg.node.log_level);
-    let node = AllInOne::start(cfg)?;
+    let mut node = AllInOne::start(cfg)?;
+    if let Some(g) = gateway {
+        node.start_gateway(g)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let token = node.shutdown_token();
     rt.block_on(async {

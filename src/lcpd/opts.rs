@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_INFLIGHT_JOBS: u16 = 32;
 /// Default lifetime of a quote, seconds (the reference's default).
 pub const DEFAULT_QUOTE_TTL_SECS: u64 = 300;
 
+/// Default capacity of a devnet channel opened for a payment, satoshis.
+pub const DEFAULT_AUTO_CHANNEL_SATS: u64 = 1_000_000;
+
 /// lcpd's own flags.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct LcpdArgs {
@@ -30,6 +33,10 @@ pub struct LcpdArgs {
     /// Seconds a quote stays valid; payment, execution and delivery fit in it [default: 300]
     #[arg(long, env = "LCP_QUOTE_TTL_SECS", value_name = "SECS")]
     pub quote_ttl_secs: Option<u64>,
+    /// Devnet: capacity of the channel a payment opens to a provider when no channel can carry it;
+    /// 0 turns that off [default: 1000000]
+    #[arg(long, env = "LCP_AUTO_CHANNEL_SATS", value_name = "SATS")]
+    pub auto_channel_sats: Option<u64>,
 }
 
 /// `[lcpd]` section of the config file.
@@ -40,6 +47,8 @@ pub struct LcpdFile {
     pub max_inflight_jobs: Option<u16>,
     /// See [`LcpdArgs::quote_ttl_secs`].
     pub quote_ttl_secs: Option<u64>,
+    /// See [`LcpdArgs::auto_channel_sats`].
+    pub auto_channel_sats: Option<u64>,
 }
 
 /// Resolved lcpd settings.
@@ -51,6 +60,8 @@ pub struct LcpdConfig {
     pub max_inflight_jobs: u16,
     /// Lifetime of a quote, seconds.
     pub quote_ttl_secs: u64,
+    /// Devnet: capacity of a channel opened for a payment (0: never open one).
+    pub auto_channel_sats: u64,
 }
 
 impl LcpdConfig {
@@ -64,6 +75,7 @@ impl LcpdConfig {
         if !(10..=86_400).contains(&quote_ttl_secs) {
             return Err(ConfigError::Invalid { what: "quote-ttl-secs", msg: "must be between 10 and 86400".into() });
         }
-        Ok(Self { node: node.clone(), max_inflight_jobs, quote_ttl_secs })
+        let auto_channel_sats = pick(args.auto_channel_sats, file.auto_channel_sats, DEFAULT_AUTO_CHANNEL_SATS);
+        Ok(Self { node: node.clone(), max_inflight_jobs, quote_ttl_secs, auto_channel_sats })
     }
 }

@@ -116,7 +116,11 @@ pub async fn run(config: LcpdConfig, bus: Bus, shutdown: CancellationToken) -> R
         subscribers: HashMap::new(),
         quoted_by: HashMap::new(),
         fb: fb_tx,
-        devnet: config.node.network == crate::config::Network::Devnet,
+        auto_channel_sats: if config.node.network == crate::config::Network::Devnet {
+            config.auto_channel_sats
+        } else {
+            0
+        },
     };
     st.resume()?;
     st.ask_peers();
@@ -159,16 +163,14 @@ struct State {
     /// The worker that priced a job (it runs it too, when it can).
     quoted_by: HashMap<PKey, ServiceId>,
     fb: mpsc::UnboundedSender<Feedback>,
-    /// On devnet a payment opens a channel to the payee when none can carry it.
-    devnet: bool,
+    /// On devnet a payment opens a channel of at least this many sats to the payee when none can
+    /// carry it (0: never).
+    auto_channel_sats: u64,
 }
-
-/// Capacity of a channel opened for a job on devnet, at least (satoshis).
-pub const AUTO_CHANNEL_SATS: u64 = 1_000_000;
 
 /// Devnet: opens a zero-conf channel to the invoice's payee when no channel to it could carry the
 /// amount (a channel that exists but is being re-established counts: it will carry it).
-async fn ensure_devnet_channel(bus: &Bus, bolt11: &str) {
+async fn ensure_devnet_channel(bus: &Bus, bolt11: &str, min_sats: u64) {
     let Ok(inv) = crate::payd::backend::decode_bolt11(bolt11) else { return };
     let payee = hex::encode(inv.payee.serialize());
     let need = inv.amount_msat.unwrap_or(0);
@@ -183,7 +185,7 @@ async fn ensure_devnet_channel(bus: &Bus, bolt11: &str) {
     if channels.iter().any(fits) {
         return;
     }
-    let sats = AUTO_CHANNEL_SATS.max((need / 1000).saturating_mul(10));
+    let sats = min_sats.max((need / 1000).saturating_mul(10));
     tracing::info!(target: TARGET, peer = %payee, sats, "no channel can carry the payment: opening a devnet channel");
     let open = Body::Payd(PaydApi::OpenChannel { node_id: payee, sats });
     if let Err(e) = bus.request(&ServiceId::Payd, open, Duration::from_secs(40)).await {
@@ -492,10 +494,10 @@ impl State {
                 }
             }
             Out::Pay { job_id, bolt11 } => {
-                let (bus, fb, devnet) = (self.bus.clone(), self.fb.clone(), self.devnet);
+                let (bus, fb, auto) = (self.bus.clone(), self.fb.clone(), self.auto_channel_sats);
                 tokio::spawn(async move {
-                    if devnet {
-                        ensure_devnet_channel(&bus, &bolt11).await;
+                    if auto > 0 {
+                        ensure_devnet_channel(&bus, &bolt11, auto).await;
                     }
                     let body =
                         Body::Payd(PaydApi::Pay { bolt11, max_fee_msat: MAX_FEE_MSAT, timeout_secs: PAY_TIMEOUT_SECS });

@@ -1,0 +1,315 @@
+//! The jobs the gateway is executing, without I/O: lcpd's job events are demultiplexed by job id
+//! to the HTTP request that runs the job, and turned into budget and cancel actions.
+//!
+//! lcpd sends every job event to the gateway's one bus queue; the runtime's manager task owns the
+//! queue and feeds each event here. The tracker forwards it to the request's channel and says what
+//! the budget must record. When a client goes away (its request future or response body is
+//! dropped) the job is *abandoned*: it is cancelled at once when it was paid or its result had
+//! started, and otherwise as soon as its payment is reported, so that the payment outcome is still
+//! learnt and counted. A job lcpd never finishes is dropped by [`Tracker::sweep`].
+
+use crate::bus::api::lcpd::JobEvent;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Reason sent with `CancelJob` when a client disconnects.
+pub const CANCEL_REASON: &str = "request canceled";
+
+/// What the runtime must do after a tracker step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Record `price_msat` as paid for the job.
+    Commit {
+        /// Job id.
+        job_id: [u8; 32],
+        /// Provider.
+        peer: String,
+        /// Paid price.
+        price_msat: u64,
+    },
+    /// Drop the job's budget reservation: it was not paid.
+    Release {
+        /// Job id.
+        job_id: [u8; 32],
+    },
+    /// Send `CancelJob` to lcpd.
+    Cancel {
+        /// Job id.
+        job_id: [u8; 32],
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    peer: String,
+    price_msat: u64,
+    tx: Option<mpsc::UnboundedSender<JobEvent>>,
+    committed: bool,
+    started: bool,
+    abandoned: bool,
+    cancel_sent: bool,
+    since: Instant,
+}
+
+/// The executing jobs.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    jobs: HashMap<[u8; 32], Entry>,
+}
+
+impl Tracker {
+    /// Starts tracking a job before `Execute` is sent; its events go to `tx`.
+    pub fn insert(
+        &mut self,
+        job_id: [u8; 32],
+        peer: &str,
+        price_msat: u64,
+        tx: mpsc::UnboundedSender<JobEvent>,
+        now: Instant,
+    ) {
+        let e = Entry {
+            peer: peer.to_string(),
+            price_msat,
+            tx: Some(tx),
+            committed: false,
+            started: false,
+            abandoned: false,
+            cancel_sent: false,
+            since: now,
+        };
+        self.jobs.insert(job_id, e);
+    }
+
+    /// Stops tracking a job whose `Execute` was refused (nothing was paid).
+    pub fn refused(&mut self, job_id: &[u8; 32]) -> Vec<Action> {
+        match self.jobs.remove(job_id) {
+            Some(e) if !e.committed => vec![Action::Release { job_id: *job_id }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Number of jobs tracked.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether no job is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Whether a job is tracked.
+    pub fn contains(&self, job_id: &[u8; 32]) -> bool {
+        self.jobs.contains_key(job_id)
+    }
+
+    fn cancel_once(job_id: [u8; 32], e: &mut Entry, out: &mut Vec<Action>) {
+        if !e.cancel_sent {
+            e.cancel_sent = true;
+            out.push(Action::Cancel { job_id });
+        }
+    }
+
+    fn commit_once(job_id: [u8; 32], e: &mut Entry, price_msat: u64, out: &mut Vec<Action>) {
+        if !e.committed {
+            e.committed = true;
+            out.push(Action::Commit { job_id, peer: e.peer.clone(), price_msat });
+        }
+    }
+
+    /// An event of a job from lcpd: forwarded to the request, and the budget actions it implies.
+    /// Events of jobs not tracked are ignored.
+    pub fn on_event(&mut self, job_id: [u8; 32], event: JobEvent) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(e) = self.jobs.get_mut(&job_id) else { return out };
+        let finished = matches!(event, JobEvent::Result(_));
+        match &event {
+            JobEvent::Paid { price_msat, .. } => {
+                Self::commit_once(job_id, e, *price_msat, &mut out);
+                if e.abandoned {
+                    Self::cancel_once(job_id, e, &mut out);
+                }
+            }
+            JobEvent::Begin { .. } | JobEvent::Chunk(_) => {
+                e.started = true;
+                if e.abandoned {
+                    Self::cancel_once(job_id, e, &mut out);
+                }
+            }
+            JobEvent::End { .. } | JobEvent::Result(_) => {}
+        }
+        if let Some(tx) = &e.tx {
+            if tx.send(event).is_err() {
+                // The request is gone without saying so: same as abandoned.
+                e.tx = None;
+                e.abandoned = true;
+                if (e.committed || e.started) && !finished {
+                    Self::cancel_once(job_id, e, &mut out);
+                }
+            }
+        }
+        if finished {
+            if let Some(mut e) = self.jobs.remove(&job_id) {
+                if !e.committed {
+                    if e.started {
+                        // A result only flows after payment; count it even without the report.
+                        let p = e.price_msat;
+                        Self::commit_once(job_id, &mut e, p, &mut out);
+                    } else {
+                        out.push(Action::Release { job_id });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The client of a job went away.
+    pub fn abandon(&mut self, job_id: [u8; 32]) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(e) = self.jobs.get_mut(&job_id) else { return out };
+        e.tx = None;
+        e.abandoned = true;
+        if e.committed || e.started {
+            Self::cancel_once(job_id, e, &mut out);
+        }
+        out
+    }
+
+    /// Drops jobs tracked for longer than `max_age` (lcpd never finished them). A job that may
+    /// have been paid counts as paid; one still running is cancelled.
+    pub fn sweep(&mut self, now: Instant, max_age: Duration) -> Vec<Action> {
+        let stale: Vec<[u8; 32]> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.since) > max_age)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for job_id in stale {
+            if let Some(mut e) = self.jobs.remove(&job_id) {
+                let p = e.price_msat;
+                Self::commit_once(job_id, &mut e, p, &mut out);
+                Self::cancel_once(job_id, &mut e, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Every job still tracked, to cancel at shutdown. Their payment outcome will not be learnt,
+    /// so each counts as paid.
+    pub fn drain(&mut self) -> Vec<Action> {
+        let ids: Vec<[u8; 32]> = self.jobs.keys().copied().collect();
+        let mut out = Vec::new();
+        for job_id in ids {
+            if let Some(mut e) = self.jobs.remove(&job_id) {
+                let p = e.price_msat;
+                Self::commit_once(job_id, &mut e, p, &mut out);
+                Self::cancel_once(job_id, &mut e, &mut out);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::api::lcpd::JobOutcomeRow;
+
+    const J: [u8; 32] = [7; 32];
+
+    fn tracked() -> (Tracker, mpsc::UnboundedReceiver<JobEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut t = Tracker::default();
+        t.insert(J, "peer", 100, tx, Instant::now());
+        (t, rx)
+    }
+
+    fn paid(price: u64) -> JobEvent {
+        JobEvent::Paid { payment_hash: [1; 32], preimage: [2; 32], price_msat: price }
+    }
+
+    fn ok() -> JobEvent {
+        JobEvent::Result(JobOutcomeRow::Ok { content_type: "a".into(), len: 1, sha256: [0; 32] })
+    }
+
+    fn failed() -> JobEvent {
+        JobEvent::Result(JobOutcomeRow::Failed { lcp_code: None, message: "payment failed".into() })
+    }
+
+    fn commit(price: u64) -> Action {
+        Action::Commit { job_id: J, peer: "peer".into(), price_msat: price }
+    }
+
+    #[test]
+    fn a_paid_job_is_forwarded_and_committed_once() {
+        let (mut t, mut rx) = tracked();
+        assert_eq!(t.on_event(J, paid(90)), vec![commit(90)]);
+        assert_eq!(t.on_event(J, JobEvent::Chunk(b"x".to_vec())), vec![]);
+        assert_eq!(t.on_event(J, ok()), vec![]);
+        assert!(t.is_empty());
+        assert_eq!(rx.try_recv().unwrap(), paid(90));
+        assert_eq!(rx.try_recv().unwrap(), JobEvent::Chunk(b"x".to_vec()));
+        assert_eq!(rx.try_recv().unwrap(), ok());
+        // Events of jobs no longer tracked are ignored.
+        assert_eq!(t.on_event(J, paid(90)), vec![]);
+    }
+
+    #[test]
+    fn a_job_failing_before_payment_releases_its_reservation() {
+        let (mut t, _rx) = tracked();
+        assert_eq!(t.on_event(J, failed()), vec![Action::Release { job_id: J }]);
+        let (mut t, _rx) = tracked();
+        assert_eq!(t.refused(&J), vec![Action::Release { job_id: J }]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn abandoned_while_paying_cancels_once_the_payment_is_known() {
+        let (mut t, rx) = tracked();
+        drop(rx);
+        assert_eq!(t.abandon(J), vec![]);
+        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J }]);
+        assert_eq!(t.on_event(J, JobEvent::Chunk(vec![1])), vec![]);
+        assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![]);
+        assert!(t.is_empty());
+        // Abandoned and then the payment fails: nothing spent, nothing to cancel.
+        let (mut t, _rx) = tracked();
+        t.abandon(J);
+        assert_eq!(t.on_event(J, failed()), vec![Action::Release { job_id: J }]);
+    }
+
+    #[test]
+    fn abandoned_after_payment_cancels_at_once() {
+        let (mut t, _rx) = tracked();
+        t.on_event(J, paid(100));
+        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J }]);
+        assert_eq!(t.abandon(J), vec![]);
+        // A result that started before the payment report counts as paid.
+        let (mut t, _rx) = tracked();
+        t.on_event(J, JobEvent::Begin { content_type: "t".into(), content_encoding: "identity".into() });
+        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J }]);
+        assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![commit(100)]);
+    }
+
+    #[test]
+    fn a_dropped_receiver_counts_as_abandoned() {
+        let (mut t, rx) = tracked();
+        drop(rx);
+        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J }]);
+    }
+
+    #[test]
+    fn stale_jobs_are_swept_as_paid_and_cancelled() {
+        let (mut t, _rx) = tracked();
+        let later = Instant::now() + Duration::from_secs(100);
+        assert_eq!(t.sweep(later, Duration::from_secs(200)), vec![]);
+        assert_eq!(t.sweep(later, Duration::from_secs(10)), vec![commit(100), Action::Cancel { job_id: J }]);
+        assert!(t.is_empty());
+        let (mut t, _rx) = tracked();
+        t.on_event(J, paid(100));
+        assert_eq!(t.drain(), vec![Action::Cancel { job_id: J }]);
+    }
+}
