@@ -16,7 +16,7 @@ use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
 use lcp::jobd::backend::deterministic::DeterministicConfig;
 use lcp::jobd::backend::BackendConfig;
-use lcp::testkit::{poll_until, services, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
 use lcp::wire::lcp::{ChunkSplitter, LcpMessage};
 use std::time::{Duration, Instant};
 
@@ -46,12 +46,7 @@ async fn pair(provider_output: Option<String>) -> (InProcessNode, InProcessNode,
     }
     let provider = InProcessNode::start_with(dir, cfg).expect("provider");
     let (rc, pc) = (requester.client().await.expect("rc"), provider.client().await.expect("pc"));
-    let (id, listen) = poll_until(PATIENCE, "peerd", || async {
-        let p = services(&pc).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .expect("peerd");
+    let (id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
     lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
     req(&rc, ServiceId::Peerd, Body::Peerd(PeerdApi::Connect { node_id: id.clone(), addr: listen, persistent: false }))

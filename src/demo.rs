@@ -51,24 +51,6 @@ pub async fn wait_all_up(bus: &Bus, timeout: Duration) -> anyhow::Result<Vec<Str
     }
 }
 
-/// Polls `f` until it gives a value or `timeout` passes.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{what}: not done within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The model the demo asks for (in the default pricing table of the deterministic backend).
 pub const DEMO_MODEL: &str = "gpt-5.2";
 
@@ -108,10 +90,7 @@ pub async fn paid_job(provider: &Bus, requester: &Bus) -> anyhow::Result<()> {
     use sha2::{Digest, Sha256};
     const T: Duration = Duration::from_secs(30);
     // The requester's peerd dials the provider's: BOLT #8 handshake and init exchange.
-    let services = crate::cli::status::list(provider, Duration::from_secs(5)).await?;
-    let peerd = services.iter().find(|s| s.id == ServiceId::Peerd).ok_or_else(|| anyhow::anyhow!("no peerd"))?;
-    let node_id = peerd.info.node_id.clone().ok_or_else(|| anyhow::anyhow!("peerd has no node id"))?;
-    let listen = peerd.info.details.iter().find(|(k, _)| k == "listen").map(|(_, v)| v.clone()).unwrap_or_default();
+    let (node_id, listen) = crate::testkit::peerd_address(provider).await?;
     let req = PeerdApi::Connect { node_id: node_id.clone(), addr: listen.clone(), persistent: false };
     match requester.request(&ServiceId::Peerd, Body::Peerd(req), Duration::from_secs(15)).await? {
         Body::Peerd(PeerdApi::Connected(p)) => {
@@ -120,7 +99,7 @@ pub async fn paid_job(provider: &Bus, requester: &Bus) -> anyhow::Result<()> {
         other => anyhow::bail!("unexpected answer from peerd: {other:?}"),
     }
     // The provider's manifest, with what its worker offers.
-    poll("provider's LCP manifest", T, || async {
+    crate::testkit::poll_until(T, "provider's LCP manifest", || async {
         match requester.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), T).await {
             Ok(Body::Lcpd(LcpdApi::LcpPeers(p))) => p.into_iter().find(|p| {
                 p.node_id == node_id && p.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(DEMO_MODEL))

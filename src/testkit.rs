@@ -66,6 +66,16 @@ pub async fn wait_services(bus: &Bus, ids: &[ServiceId]) -> anyhow::Result<Vec<S
     .await
 }
 
+/// peerd's node id and listen address (`host:port`), once peerd has registered on this bus.
+pub async fn peerd_address(bus: &Bus) -> anyhow::Result<(String, String)> {
+    poll_until(PATIENCE, "peerd registered with its listen address", || async {
+        let p = services(bus).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
+        let listen = p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone();
+        Some((p.info.node_id?, listen))
+    })
+    .await
+}
+
 /// Connects a test client to a node's remote bus endpoint with the node's client key.
 pub async fn client(datadir: &Path, endpoint: &Endpoint) -> anyhow::Result<Bus> {
     let keys = crate::bus::keys::load_client(&datadir.join("bus").join("client.key"))?;
@@ -358,13 +368,7 @@ impl PeerdNode {
         };
         let (lcpd, payd, client) =
             (join(ServiceId::Lcpd).await?, join(ServiceId::Payd).await?, join(ServiceId::Client("test".into())).await?);
-        let (node_id, listen) = poll_until(PATIENCE, "peerd registered", || async {
-            let s = services(&client).await.ok()?;
-            let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-            let listen = p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone();
-            Some((p.info.node_id?, listen))
-        })
-        .await?;
+        let (node_id, listen) = peerd_address(&client).await?;
         let lcpd_rx = lcpd.take_incoming().ok_or_else(|| anyhow::anyhow!("queue taken"))?;
         let payd_rx = payd.take_incoming().ok_or_else(|| anyhow::anyhow!("queue taken"))?;
         Ok(Self {

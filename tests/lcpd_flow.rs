@@ -6,7 +6,7 @@ use lcp::bus::api::lcpd::{JobEvent, JobOutcomeRow, LcpdApi, QuoteArgs, QuoteRow}
 use lcp::bus::api::payd::PaydApi;
 use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, services, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -19,15 +19,6 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
         Body::Lcpd(p) => Ok(p),
         other => panic!("{other:?}"),
     }
-}
-
-async fn peerd_info(c: &Bus) -> (String, String) {
-    poll_until(PATIENCE, "peerd", || async {
-        let p = services(c).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .unwrap()
 }
 
 /// Two nodes, connected, with a channel from the requester to the provider and the provider's
@@ -44,7 +35,7 @@ pub async fn pair() -> Pair {
     let requester = InProcessNode::start().unwrap();
     let provider = InProcessNode::start().unwrap();
     let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-    let (provider_id, listen) = peerd_info(&pc).await;
+    let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
     lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
     let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: false };

@@ -101,12 +101,7 @@ async fn nodes() -> Nodes {
     let provider = ProcessNode::start_with_config(Some(&gate_config()), &["w1"]).expect("provider");
     let requester = ProcessNode::start(&[]).expect("requester");
     let (pc, rc) = (provider.client().await.expect("pc"), requester.client().await.expect("rc"));
-    let (provider_id, listen) = poll_until(PATIENCE, "provider peerd", || async {
-        let p = services(&pc).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .expect("peerd info");
+    let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd])
         .await
         .expect("requester up");

@@ -5,7 +5,7 @@
 use lcp::bus::api::payd::{BalanceRow, ChannelRow, InvoiceState, PaydApi, PaymentState};
 use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, services, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -18,21 +18,12 @@ async fn payd(c: &Bus, req: PaydApi) -> Result<PaydApi, lcp::bus::BusError> {
     }
 }
 
-async fn peerd_info(c: &Bus) -> (String, String) {
-    poll_until(PATIENCE, "peerd", || async {
-        let p = services(c).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_open_a_devnet_channel_and_pay_over_peerd_and_the_bus() {
     let requester = InProcessNode::start().unwrap();
     let provider = InProcessNode::start().unwrap();
     let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-    let (provider_id, provider_listen) = peerd_info(&pc).await;
+    let (provider_id, provider_listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.unwrap();
     lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.unwrap();
     let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: provider_listen, persistent: false };
@@ -139,7 +130,7 @@ impl Pair {
         let requester = InProcessNode::start().unwrap();
         let provider = InProcessNode::start().unwrap();
         let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-        let (provider_id, provider_listen) = peerd_info(&pc).await;
+        let (provider_id, provider_listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
         lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.unwrap();
         lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.unwrap();
         let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: provider_listen, persistent: false };

@@ -7,7 +7,7 @@
 use lcp::bus::api::payd::{BalanceRow, InvoiceState, PaydApi, PaymentState};
 use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, services, ProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, ProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -27,21 +27,12 @@ async fn balance(c: &Bus) -> Option<BalanceRow> {
     }
 }
 
-async fn peerd_info(c: &Bus) -> (String, String) {
-    poll_until(PATIENCE, "peerd", || async {
-        let p = services(c).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payer_payd_killed_mid_payment_neither_loses_nor_repeats_it() {
     let mut requester = ProcessNode::start(&[]).unwrap();
     let mut provider = ProcessNode::start(&[]).unwrap();
     let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-    let (provider_id, listen) = peerd_info(&pc).await;
+    let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     for c in [&rc, &pc] {
         poll_until(PATIENCE, "payd up", || async { balance(c).await }).await.unwrap();
     }

@@ -178,13 +178,7 @@ async fn lcp_cli_peer_commands_between_two_process_nodes() {
     let a = lcp::testkit::ProcessNode::start(&[]).unwrap();
     let b = lcp::testkit::ProcessNode::start(&[]).unwrap();
     let bc = b.client().await.unwrap();
-    let (b_id, b_listen) = poll_until(PATIENCE, "b's peerd", || async {
-        let s = lcp::testkit::services(&bc).await.ok()?;
-        let p = s.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .unwrap();
+    let (b_id, b_listen) = lcp::testkit::peerd_address(&bc).await.unwrap();
     bc.close();
     let (ad, bd) = (a.dir.path().to_path_buf(), b.dir.path().to_path_buf());
     let uri = format!("{b_id}@{b_listen}");

@@ -85,15 +85,6 @@ pub struct Net {
     pub gateway: Option<SocketAddr>,
 }
 
-async fn peerd_info(c: &Bus) -> (String, String) {
-    poll_until(PATIENCE, "peerd", || async {
-        let p = services(c).await.ok()?.into_iter().find(|s| s.id == ServiceId::Peerd)?;
-        Some((p.info.node_id?, p.info.details.iter().find(|(k, _)| k == "listen")?.1.clone()))
-    })
-    .await
-    .expect("peerd registered")
-}
-
 pub async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
     match c.request(&ServiceId::Lcpd, Body::Lcpd(req), T).await? {
         Body::Lcpd(p) => Ok(p),
@@ -129,7 +120,7 @@ pub async fn net(specs: Vec<ProviderSpec>) -> Net {
         cfg.jobd.pricing = spec.pricing.clone();
         let node = InProcessNode::start_with(dir, cfg).expect("provider");
         let client = node.client().await.expect("provider client");
-        let (id, listen) = peerd_info(&client).await;
+        let (id, listen) = lcp::testkit::peerd_address(&client).await.expect("peerd address");
         lcp::testkit::wait_services(&client, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider up");
         let req = PeerdApi::Connect { node_id: id.clone(), addr: listen, persistent: false };
         rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
