@@ -5,7 +5,7 @@
 //! payd making an invoice or paying) run as tasks whose outcome comes back to the loop.
 
 use super::dispatch::{Dispatcher, Owner};
-use super::engine::requester::{Accepted, PayOutcome, QuoteArgs as EngineQuoteArgs, ReqError};
+use super::engine::requester::{Accepted, PayOutcome, ReqError};
 use super::engine::{
     Engine, EngineConfig, FailKind, Limits, Notice, Out, Outcome, PKey, ProviderRecord, RequesterRecord, RequesterState,
 };
@@ -629,24 +629,13 @@ impl State {
                 node_id: self.engine.node_id().to_string(),
                 manifest: manifest_row(&self.engine.manifest()),
             })),
-            Body::Lcpd(LcpdApi::RequestQuote(a)) => {
-                let args = EngineQuoteArgs {
-                    peer: a.peer,
-                    task_kind: a.task_kind,
-                    model: a.model,
-                    input: a.input,
-                    input_content_type: a.input_content_type,
-                    max_price_msat: a.max_price_msat,
-                    timeout_secs: a.timeout_secs.map(u64::from),
-                };
-                match self.engine.request_quote(now, args) {
-                    Ok(job_id) => {
-                        self.quote_waiters.insert(job_id, (from, id));
-                        return;
-                    }
-                    Err(e) => Err(req_err(e)),
+            Body::Lcpd(LcpdApi::RequestQuote(args)) => match self.engine.request_quote(now, args) {
+                Ok(job_id) => {
+                    self.quote_waiters.insert(job_id, (from, id));
+                    return;
                 }
-            }
+                Err(e) => Err(req_err(e)),
+            },
             Body::Lcpd(LcpdApi::Execute { job_id, max_price_msat, timeout_secs }) => {
                 return self.execute_job(from, id, job_id, max_price_msat, timeout_secs);
             }
@@ -687,7 +676,7 @@ impl State {
                 self.replay_result(&from, job_id);
             }
             Ok(_) => {
-                let secs = u64::from(timeout_secs.unwrap_or(120).max(1));
+                let secs = timeout_secs.map_or(self.engine.config().default_deadline_secs, u64::from).max(1);
                 self.engine.set_deadline(&job_id, now.saturating_add(secs));
                 self.subscribers.insert(job_id, from.clone());
                 self.reply(&from, id, Ok(Body::Lcpd(LcpdApi::Executing { job_id })));

@@ -57,8 +57,8 @@ fn is_openai_kind(kind: &str) -> bool {
 
 impl PJob {
     fn new(peer: &str, m: &QuoteRequest, model: Option<String>, now: u64) -> Self {
-        Self {
-            rec: ProviderRecord {
+        Self::from_record(
+            ProviderRecord {
                 peer: peer.to_string(),
                 job_id: m.envelope.job_id,
                 state: ProviderState::AwaitingInput,
@@ -82,9 +82,18 @@ impl PJob {
                 created_at: now,
                 updated_at: now,
             },
-            req_expiry: m.envelope.expiry,
+            m.envelope.expiry,
+            None,
+        )
+    }
+
+    /// A job in memory for a record, with nothing in flight.
+    fn from_record(rec: ProviderRecord, req_expiry: u64, input: Option<Vec<u8>>) -> Self {
+        Self {
+            rec,
+            req_expiry,
             input_stream: None,
-            input: None,
+            input,
             result: Vec::new(),
             result_in_memory: false,
             live: None,
@@ -885,18 +894,8 @@ impl Engine {
     /// whole result run again; stored results go out when the requester is connected.
     pub fn restore_provider(&mut self, now: u64, rec: ProviderRecord, input: Option<Vec<u8>>) {
         let key = (rec.peer.clone(), rec.job_id);
-        let mut job = PJob {
-            req_expiry: rec.quote_expiry,
-            input_stream: None,
-            input,
-            result: Vec::new(),
-            result_in_memory: false,
-            live: None,
-            broken: false,
-            dispatch_pending: false,
-            finished_at: None,
-            rec,
-        };
+        let req_expiry = rec.quote_expiry;
+        let mut job = PJob::from_record(rec, req_expiry, input);
         match job.rec.state {
             ProviderState::Paid | ProviderState::Running | ProviderState::Streaming => {
                 job.rec.state = ProviderState::Paid;

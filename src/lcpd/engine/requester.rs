@@ -11,6 +11,7 @@
 
 use super::records::{RequesterRecord, RequesterState};
 use super::{Engine, FailKind, Notice, Out, Outcome};
+pub use crate::bus::api::lcpd::QuoteArgs;
 use crate::bus::ErrorCode as BusCode;
 use crate::payd::backend::{check_invoice, decode_bolt11, ExpectedInvoice};
 use crate::wire::lcp::{
@@ -20,25 +21,6 @@ use crate::wire::lcp::{
 };
 use lightning::bitcoin::secp256k1::PublicKey;
 use sha2::{Digest, Sha256};
-
-/// A job to quote at a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuoteArgs {
-    /// Provider node id, hex.
-    pub peer: String,
-    /// Task kind.
-    pub task_kind: String,
-    /// Model (becomes the standard params); `None` sends no params.
-    pub model: Option<String>,
-    /// Input bytes.
-    pub input: Vec<u8>,
-    /// Input content type (default JSON).
-    pub input_content_type: Option<String>,
-    /// The highest price the caller accepts.
-    pub max_price_msat: Option<u64>,
-    /// Seconds the job may take from now until its result, our own deadline.
-    pub timeout_secs: Option<u64>,
-}
 
 /// Why a requester call was refused; nothing was sent or paid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +74,25 @@ pub struct RJob {
     resend_on_ready: bool,
     persisted: bool,
     finished_at: Option<u64>,
+}
+
+impl RJob {
+    /// A job in memory for a record, with nothing in flight; `persisted` says whether the
+    /// record (with its input) is stored already.
+    fn from_record(rec: RequesterRecord, input: Vec<u8>, deadline: u64, persisted: bool) -> Self {
+        Self {
+            rec,
+            input,
+            deadline,
+            stream: None,
+            finished_stream: None,
+            pending_result: None,
+            pay_in_flight: false,
+            resend_on_ready: false,
+            persisted,
+            finished_at: None,
+        }
+    }
 }
 
 fn fail_kind(code: ErrorCode) -> FailKind {
@@ -161,9 +162,9 @@ impl Engine {
         while self.rjobs.contains_key(&job_id) {
             job_id = self.random32();
         }
-        let deadline = now.saturating_add(args.timeout_secs.unwrap_or(self.cfg.default_deadline_secs).max(1));
-        let job = RJob {
-            rec: RequesterRecord {
+        let deadline = now.saturating_add(args.timeout_secs.map_or(self.cfg.default_deadline_secs, u64::from).max(1));
+        let job = RJob::from_record(
+            RequesterRecord {
                 peer: args.peer.clone(),
                 job_id,
                 state: RequesterState::Requested,
@@ -186,16 +187,10 @@ impl Engine {
                 created_at: now,
                 updated_at: now,
             },
-            input: args.input,
+            args.input,
             deadline,
-            stream: None,
-            finished_stream: None,
-            pending_result: None,
-            pay_in_flight: false,
-            resend_on_ready: false,
-            persisted: false,
-            finished_at: None,
-        };
+            false,
+        );
         let msgs = self.request_messages(now, &job, remote.max_payload_bytes)?;
         for m in msgs {
             self.send(&args.peer, m);
@@ -209,17 +204,7 @@ impl Engine {
     fn request_messages(&mut self, now: u64, job: &RJob, max_payload: u32) -> Result<Vec<LcpMessage>, ReqError> {
         let expiry = now.saturating_add(self.cfg.request_ttl_secs);
         let (pv, job_id) = (v02::PROTOCOL_VERSION, job.rec.job_id);
-        let q = QuoteRequest {
-            envelope: self.envelope(pv, job_id, expiry),
-            task_kind: job.rec.task_kind.clone(),
-            params: job.rec.params.clone(),
-            extra: Vec::new(),
-        };
-        let size = q.encode().map_err(|e| ReqError::new(BusCode::InvalidArgument, e.to_string()))?.len();
-        if size > max_payload as usize {
-            let msg = format!("quote_request of {size} bytes exceeds the peer's max_payload_bytes {max_payload}");
-            return Err(ReqError::new(BusCode::ResourceExhausted, msg));
-        }
+        let mut out = vec![self.quote_request_message(expiry, job, max_payload)?];
         let stream_id = self.random32();
         let sha256: [u8; 32] = Sha256::digest(&job.input).into();
         let begin = StreamBegin {
@@ -232,7 +217,7 @@ impl Engine {
             content_encoding: v02::CONTENT_ENCODING_IDENTITY.into(),
             extra: Vec::new(),
         };
-        let mut out = vec![LcpMessage::QuoteRequest(q), LcpMessage::StreamBegin(begin)];
+        out.push(LcpMessage::StreamBegin(begin));
         let mut splitter = ChunkSplitter::new(pv, job_id, expiry, stream_id, max_payload)
             .map_err(|e| ReqError::new(BusCode::ResourceExhausted, e.to_string()))?;
         for c in splitter.split(&job.input) {
@@ -242,6 +227,22 @@ impl Engine {
         let envelope = self.envelope(pv, job_id, expiry);
         out.push(LcpMessage::StreamEnd(StreamEnd { envelope, stream_id, total_len, sha256, extra: Vec::new() }));
         Ok(out)
+    }
+
+    /// The job's quote_request, checked against the peer's max_payload_bytes.
+    fn quote_request_message(&mut self, expiry: u64, job: &RJob, max_payload: u32) -> Result<LcpMessage, ReqError> {
+        let q = QuoteRequest {
+            envelope: self.envelope(v02::PROTOCOL_VERSION, job.rec.job_id, expiry),
+            task_kind: job.rec.task_kind.clone(),
+            params: job.rec.params.clone(),
+            extra: Vec::new(),
+        };
+        let size = q.encode().map_err(|e| ReqError::new(BusCode::InvalidArgument, e.to_string()))?.len();
+        if size > max_payload as usize {
+            let msg = format!("quote_request of {size} bytes exceeds the peer's max_payload_bytes {max_payload}");
+            return Err(ReqError::new(BusCode::ResourceExhausted, msg));
+        }
+        Ok(LcpMessage::QuoteRequest(q))
     }
 
     fn save_requester(&mut self, job: &mut RJob, now: u64, result: Option<Vec<u8>>) {
@@ -281,6 +282,7 @@ impl Engine {
         self.notify(job.rec.job_id, Notice::Finished(Outcome::Failed { kind, lcp_code, message }));
     }
 
+    /// Runs `f` on the requester job `job_id` of `peer`; returns whether there is one.
     fn with_rjob(&mut self, peer: &str, job_id: [u8; 32], f: impl FnOnce(&mut Self, &mut RJob)) -> bool {
         let Some(mut job) = self.rjobs.remove(&job_id) else { return false };
         if job.rec.peer != peer {
@@ -490,10 +492,6 @@ impl Engine {
     /// Returns whether the chunk belonged to a requester job.
     pub(super) fn on_result_chunk(&mut self, now: u64, peer: &str, m: &StreamChunk) -> bool {
         let job_id = m.job_id;
-        let Some(job) = self.rjobs.get(&job_id) else { return false };
-        if job.rec.peer != peer {
-            return false;
-        }
         self.with_rjob(peer, job_id, |e, job| {
             let Some(stream) = job.stream.as_mut() else { return };
             match stream.push(m) {
@@ -501,17 +499,12 @@ impl Engine {
                 Ok(_) => {}
                 Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
             }
-        });
-        true
+        })
     }
 
     /// Returns whether the end belonged to a requester job.
     pub(super) fn on_result_end(&mut self, now: u64, peer: &str, m: &StreamEnd) -> bool {
         let job_id = m.envelope.job_id;
-        let Some(job) = self.rjobs.get(&job_id) else { return false };
-        if job.rec.peer != peer {
-            return false;
-        }
         self.with_rjob(peer, job_id, |e, job| {
             let Some(stream) = job.stream.take_if(|s| s.stream_id() == m.stream_id) else { return };
             match stream.finish(m) {
@@ -522,8 +515,7 @@ impl Engine {
                 }
                 Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
             }
-        });
-        true
+        })
     }
 
     pub(super) fn on_result(&mut self, now: u64, peer: &str, m: LcpResult) {
@@ -594,10 +586,6 @@ impl Engine {
     /// Returns whether the error belonged to a requester job (then it ends the job).
     pub(super) fn on_requester_error(&mut self, now: u64, peer: &str, m: &LcpError) -> bool {
         let job_id = m.envelope.job_id;
-        let Some(job) = self.rjobs.get(&job_id) else { return false };
-        if job.rec.peer != peer {
-            return false;
-        }
         self.with_rjob(peer, job_id, |e, job| {
             let message = format!("lcp_error code={}: {}", m.code.code(), m.message.as_deref().unwrap_or(""));
             let kind = fail_kind(m.code);
@@ -608,8 +596,7 @@ impl Engine {
                 }
                 _ => tracing::debug!(target: "lcpd", %peer, "lcp_error for a finished job ignored: {message}"),
             }
-        });
-        true
+        })
     }
 
     /// Cancels a job: `lcp_cancel` goes to the provider; the job ends now (the reference sends
@@ -664,13 +651,11 @@ impl Engine {
             // The provider keeps every quoted job (and its input) across restarts, so the
             // quote_request alone is enough: it answers with the stored quote and, for a paid job,
             // the stored result. The input stream is not sent again (the provider would refuse it).
-            match self.request_messages(now, &job, max_payload) {
-                Ok(mut msgs) => {
+            let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+            match self.quote_request_message(expiry, &job, max_payload) {
+                Ok(m) => {
                     tracing::info!(target: "lcpd", %peer, job = %hex::encode(&id[..8]), "asking the provider again for a paid result");
-                    msgs.truncate(1);
-                    for m in msgs {
-                        self.send(peer, m);
-                    }
+                    self.send(peer, m);
                 }
                 Err(e) => tracing::warn!(target: "lcpd", "cannot ask again: {e}"),
             }
@@ -722,18 +707,7 @@ impl Engine {
     /// its result when the provider is connected.
     pub fn restore_requester(&mut self, now: u64, rec: RequesterRecord, input: Vec<u8>) {
         let id = rec.job_id;
-        let mut job = RJob {
-            deadline: now.saturating_add(self.cfg.default_deadline_secs),
-            input,
-            stream: None,
-            finished_stream: None,
-            pending_result: None,
-            pay_in_flight: false,
-            resend_on_ready: false,
-            persisted: true,
-            finished_at: None,
-            rec,
-        };
+        let mut job = RJob::from_record(rec, input, now.saturating_add(self.cfg.default_deadline_secs), true);
         match job.rec.state {
             RequesterState::Requested => return,
             RequesterState::Paying => {
