@@ -56,9 +56,6 @@ pub struct JobStore {
     conn: Connection,
 }
 
-/// States whose jobs are loaded at start even when finished (recent ones only).
-const TERMINAL: [&str; 4] = ["done", "failed", "cancelled", "expired"];
-
 impl JobStore {
     /// Opens `path`, migrating it.
     pub fn open(path: &Path) -> Result<Self, JobStoreError> {
@@ -187,17 +184,22 @@ impl JobStore {
 
     /// The newest provider jobs, newest first.
     pub fn provider_jobs(&self, limit: u32) -> Result<Vec<ProviderRecord>, JobStoreError> {
-        self.records("SELECT record FROM provider_jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1", limit)
+        self.records("SELECT record FROM provider_jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1", params![limit])
     }
 
     /// The newest requester jobs, newest first.
     pub fn requester_jobs(&self, limit: u32) -> Result<Vec<RequesterRecord>, JobStoreError> {
-        self.records("SELECT record FROM requester_jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1", limit)
+        self.records("SELECT record FROM requester_jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1", params![limit])
     }
 
-    fn records<T: serde::de::DeserializeOwned>(&self, sql: &str, limit: u32) -> Result<Vec<T>, JobStoreError> {
+    /// The records (JSON in column 0) a query selects.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<T>, JobStoreError> {
         let mut st = self.conn.prepare(sql)?;
-        let rows = st.query_map(params![limit], |r| r.get::<_, String>(0))?;
+        let rows = st.query_map(args, |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for json in rows {
             out.push(serde_json::from_str(&json?)?);
@@ -207,25 +209,12 @@ impl JobStore {
 
     /// Provider jobs with this job id (any peer).
     pub fn provider_job(&self, job_id: &[u8; 32]) -> Result<Vec<ProviderRecord>, JobStoreError> {
-        let mut st = self.conn.prepare("SELECT record FROM provider_jobs WHERE job_id = ?1")?;
-        let rows = st.query_map(params![&job_id[..]], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for json in rows {
-            out.push(serde_json::from_str(&json?)?);
-        }
-        Ok(out)
+        self.records("SELECT record FROM provider_jobs WHERE job_id = ?1", params![&job_id[..]])
     }
 
     /// A requester job.
     pub fn requester_job(&self, job_id: &[u8; 32]) -> Result<Option<RequesterRecord>, JobStoreError> {
-        let json: Option<String> = self
-            .conn
-            .query_row("SELECT record FROM requester_jobs WHERE job_id = ?1", params![&job_id[..]], |r| r.get(0))
-            .optional()?;
-        Ok(match json {
-            Some(j) => Some(serde_json::from_str(&j)?),
-            None => None,
-        })
+        Ok(self.records("SELECT record FROM requester_jobs WHERE job_id = ?1", params![&job_id[..]])?.pop())
     }
 
     /// Counts per state (for status and tests): `(role, state, count)`.
@@ -241,11 +230,6 @@ impl JobStore {
         }
         Ok(out)
     }
-}
-
-/// Whether a state name is terminal.
-pub fn is_terminal(state: &str) -> bool {
-    TERMINAL.contains(&state)
 }
 
 #[cfg(test)]
