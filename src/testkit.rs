@@ -418,3 +418,50 @@ impl PeerdNode {
         }
     }
 }
+
+/// Makes a FIFO at `path` (tests gate a job on it: the job blocks reading it until the test
+/// writes a line).
+pub fn make_fifo(path: &Path) -> anyhow::Result<()> {
+    let c = std::ffi::CString::new(path.to_str().ok_or_else(|| anyhow::anyhow!("path is not UTF-8"))?)?;
+    // SAFETY: mkfifo with a valid C string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        anyhow::bail!("mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a FIFO gate: writes `line` to the FIFO whenever a reader has it open, until dropped.
+pub struct FifoRelease {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FifoRelease {
+    /// Starts writing `line` (a newline is added) to the FIFO at `path`.
+    pub fn open(path: PathBuf, line: &str) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, line) = (stop.clone(), format!("{line}\n"));
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            // A writer that waits for readers: a non-blocking open fails (ENXIO) while no job reads.
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+                    let _ = f.write_all(line.as_bytes());
+                }
+                std::thread::sleep(POLL);
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for FifoRelease {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

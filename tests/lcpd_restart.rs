@@ -9,12 +9,9 @@ use lcp::bus::api::lcpd::{JobRole, JobRow, LcpdApi, QuoteArgs, QuoteRow};
 use lcp::bus::api::payd::PaydApi;
 use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, services, ProcessNode, PATIENCE};
+use lcp::testkit::{make_fifo, poll_until, services, FifoRelease, ProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -36,39 +33,6 @@ content_type = "text/plain"
 price = { input_msat_per_mtok = 1000000, output_msat_per_mtok = 1000000 }
 "#
     .into()
-}
-
-fn make_fifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("no NUL");
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
-}
-
-/// Opens the gate: writes `line` to the FIFO whenever a job has it open, until dropped.
-struct Release(Arc<AtomicBool>);
-
-impl Release {
-    fn open(path: PathBuf, line: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, line) = (stop.clone(), format!("{line}\n"));
-        std::thread::spawn(move || {
-            use std::io::Write;
-            // A writer that waits for readers: a non-blocking open fails (ENXIO) while no job reads.
-            while !s.load(Ordering::Relaxed) {
-                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
-                    let _ = f.write_all(line.as_bytes());
-                }
-                std::thread::sleep(lcp::testkit::POLL);
-            }
-        });
-        Self(stop)
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 struct Nodes {
@@ -136,7 +100,7 @@ async fn ready(rc: &Bus, provider_id: &str) {
 }
 
 async fn quote(n: &Nodes, fifo: &Path) -> QuoteRow {
-    make_fifo(fifo);
+    make_fifo(fifo).expect("fifo");
     let args = QuoteArgs {
         peer: n.provider_id.clone(),
         task_kind: GATE.into(),
@@ -215,7 +179,7 @@ async fn provider_lcpd_killed_while_the_paid_job_runs() {
     wait_state(&n.pc, q.job_id, JobRole::Provider, "running").await;
     let pc = n.pc.clone();
     restart(&mut n.provider, &pc, "lcpd").await;
-    let _gate = Release::open(fifo, "after-provider-restart");
+    let _gate = FifoRelease::open(fifo, "after-provider-restart");
     assert_done_once(&n, &q, "after-provider-restart").await;
 }
 
@@ -228,7 +192,7 @@ async fn provider_lcpd_killed_after_the_quote_before_payment() {
     let pc = n.pc.clone();
     restart(&mut n.provider, &pc, "lcpd").await;
     ready(&n.rc, &n.provider_id).await;
-    let _gate = Release::open(fifo, "quoted-then-paid");
+    let _gate = FifoRelease::open(fifo, "quoted-then-paid");
     execute(&n.rc, q.job_id).await;
     assert_done_once(&n, &q, "quoted-then-paid").await;
 }
@@ -244,7 +208,7 @@ async fn requester_lcpd_killed_while_awaiting_the_result() {
     n.requester.kill("lcpd").expect("kill");
     // The job finishes at the provider while the requester's lcpd is away: its result is lost on
     // the way, and must be asked for again.
-    let _gate = Release::open(fifo, "while-requester-away");
+    let _gate = FifoRelease::open(fifo, "while-requester-away");
     wait_state(&n.pc, q.job_id, JobRole::Provider, "done").await;
     n.requester.start_daemon("lcpd").expect("start");
     assert_done_once(&n, &q, "while-requester-away").await;
@@ -272,6 +236,6 @@ async fn requester_lcpd_killed_with_the_payment_in_flight() {
     n.requester.start_daemon("payd").expect("payd");
     // The restarted payd ends the session it did not see begin; the persistent peer reconnects
     // and the channel is reestablished, then the payment lcpd asks for again goes through.
-    let _gate = Release::open(fifo, "paid-after-restart");
+    let _gate = FifoRelease::open(fifo, "paid-after-restart");
     assert_done_once(&n, &q, "paid-after-restart").await;
 }

@@ -4,10 +4,9 @@ use lcp::bus::api::jobd::OutputItem;
 use lcp::bus::api::lcpd::WorkerRow;
 use lcp::bus::api::{Body, LcpdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, InProcessNode, ProcessNode, TestJobs, PATIENCE};
+use lcp::testkit::{make_fifo, poll_until, FifoRelease, InProcessNode, ProcessNode, TestJobs, PATIENCE};
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const CHAT: &str = "openai.chat_completions.v1";
@@ -92,30 +91,6 @@ price = {{ input_msat_per_mtok = 1000, output_msat_per_mtok = 1000 }}
     )
 }
 
-fn make_fifo(path: &Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
-}
-
-/// Writes `line` to the FIFO whenever a reader has it open, until `stop` is set.
-fn release(
-    path: PathBuf,
-    line: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        use std::io::Write;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            // Non-blocking open fails (ENXIO) while no job is reading.
-            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
-                let _ = f.write_all(format!("{line}\n").as_bytes());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
     let mut node = ProcessNode::start_with_config(Some(&gate_config(1)), &["w1", "w2"]).unwrap();
@@ -125,7 +100,7 @@ async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
     let fifos: Vec<PathBuf> = (0..3).map(|i| node.dir.path().join(format!("gate{i}"))).collect();
     let mut ids = Vec::new();
     for f in &fifos {
-        make_fifo(f);
+        make_fifo(f).unwrap();
         let (id, _) = jobs.submit("test.gate.v1", "gate", format!("{}\n", f.display()).as_bytes()).await.unwrap();
         ids.push(id);
     }
@@ -137,14 +112,10 @@ async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
     .unwrap();
     // Kill w1 while its job waits (no output yet).
     node.kill("jobd/w1").unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let releasers: Vec<_> =
-        fifos.iter().enumerate().map(|(i, f)| release(f.clone(), format!("done-{i}"), stop.clone())).collect();
+        fifos.iter().enumerate().map(|(i, f)| FifoRelease::open(f.clone(), &format!("done-{i}"))).collect();
     let waited = jobs.wait(&ids, Duration::from_secs(60)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in releasers {
-        r.join().unwrap();
-    }
+    drop(releasers);
     waited.map_err(|e| anyhow::anyhow!("{e}\nlcpd log:\n{}", node.log("lcpd"))).unwrap();
     for (i, id) in ids.iter().enumerate() {
         let bytes = jobs.bytes.get(id).cloned().unwrap_or_default();
@@ -169,7 +140,7 @@ async fn worker_killed_after_streaming_started_fails_the_job() {
     wait_workers(&c, 2).await;
     let mut jobs = TestJobs::new(&c).unwrap();
     let fifo = node.dir.path().join("gate");
-    make_fifo(&fifo);
+    make_fifo(&fifo).unwrap();
     // A streamed job (`"stream": true`): its output is forwarded as it is written.
     let input = format!("{{\"stream\":true,\"gate\":\"{}\"}}", fifo.display());
     let (id, _) = jobs.submit("test.gate.v1", "gate", input.as_bytes()).await.unwrap();
@@ -227,7 +198,7 @@ async fn worker_quotes_with_the_reference_pricing_and_cancels_on_request() {
         other => panic!("{other:?}"),
     }
     let fifo = node.dir.path().join("never");
-    make_fifo(&fifo);
+    make_fifo(&fifo).unwrap();
     let job = spec(format!("{}\n", fifo.display()).as_bytes());
     let job_id = job.job_id;
     let mut rx = c.take_incoming().unwrap();
