@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod demo;

@@ -116,6 +116,7 @@ async fn conformance_suite_on_ldk() {
     conformance::pay_contract(payer, payee).await.unwrap();
     conformance::idempotency_contract(payer, payee).await.unwrap();
     conformance::bad_input_contract(payer, payee).await.unwrap();
+    conformance::paid_then_expired_contract(payer, payee).await.unwrap();
     let lonely = Node::start(dc.path(), [0x0c; 32]);
     conformance::no_channel_contract(&*lonely.engine, payee).await.unwrap();
     assert_eq!(link.incident_count(), (0, 0));

@@ -55,19 +55,20 @@ async fn conformance_suite_against_lnd_rest_standin() {
     conformance::pay_contract(&*payer, &*payee).await.unwrap();
     conformance::idempotency_contract(&*payer, &*payee).await.unwrap();
     conformance::bad_input_contract(&*payer, &*payee).await.unwrap();
+    conformance::paid_then_expired_contract(&*payer, &*payee).await.unwrap();
     conformance::no_channel_contract(&*lonely, &*payee).await.unwrap();
-    // Two payments reached lnd's router, each once; payd's calls are the documented ones.
-    assert_eq!(a.sends(), 2);
+    // Three payments reached lnd's router, each once; payd's calls are the documented ones.
+    assert_eq!(a.sends(), 3);
     let reqs = a.requests();
     for call in ["GET /v1/getinfo", "GET /v1/channels", "POST /v2/router/send"] {
         assert!(reqs.iter().any(|r| r == call), "{call} not used: {reqs:?}");
     }
     assert!(reqs.iter().any(|r| r.starts_with("GET /v1/payreq/")), "{reqs:?}");
     assert!(b.requests().iter().any(|r| r == "POST /v1/invoices"));
-    // Balances as lnd reports them: 80 sat moved (50 + 30), less the reserves.
+    // Balances as lnd reports them: 100 sat moved (50 + 30 + 20), less the reserves.
     let bal = payer.channel_balance().await.unwrap();
     assert_eq!((bal.channels, bal.usable_channels), (1, 1));
-    assert_eq!(bal.outbound_msat, (1_000_000 - 80 - 10_000) * 1000);
+    assert_eq!(bal.outbound_msat, (1_000_000 - 100 - 10_000) * 1000);
 }
 
 /// With polling too slow to matter, the settlement arrives on lnd's invoice subscription.

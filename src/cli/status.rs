@@ -45,7 +45,7 @@ pub async fn list(bus: &Bus, timeout: Duration) -> Result<Vec<ServiceStatus>, Cl
 
 /// Runs `status`.
 pub async fn run(bus: &Bus, ep: &Endpoint, json: bool, timeout: Duration) -> Result<String, CliError> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::clock::now_secs();
     let listed = list(bus, timeout).await?;
     let node_id = listed.iter().find_map(|s| s.info.node_id.clone());
     let services: Vec<ServiceRow> = listed

@@ -74,9 +74,7 @@ impl Shared {
     }
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 /// Runs the gateway until `shutdown` fires: binds the HTTP listener (its address goes into the
 /// service's status as `listen`), serves requests, and cancels the jobs still running at the end.

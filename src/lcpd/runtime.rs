@@ -23,7 +23,7 @@ use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceI
 use crate::datadir::Datadir;
 use crate::wire::lcp::{LcpMessage, Manifest, Params};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -80,9 +80,7 @@ enum Feedback {
     Peers(Vec<PeerInfo>),
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 /// Runs lcpd until `shutdown` fires.
 pub async fn run(config: LcpdConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), LcpdError> {

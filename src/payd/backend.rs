@@ -323,22 +323,49 @@ impl ToBytes for lightning::bitcoin::hashes::sha256::Hash {
 /// The requester's checks before paying (LCP v0.2 section 3.3), as a pure function.
 ///
 /// Checks, in this order: the invoice is for `network`'s currency; it has not expired at `now_secs`;
-/// it has a non-zero amount; and, when `expected` is given, amount, payee and description hash
-/// equal the expected ones and the invoice does not outlive `expected.not_after_secs`.
+/// then everything [`check_invoice_terms`] checks.
 pub fn check_invoice(
     invoice: &DecodedInvoice,
     expected: Option<&ExpectedInvoice>,
     network: Network,
     now_secs: u64,
 ) -> Result<(), PaydError> {
+    check_network(invoice, network)?;
+    check_unexpired(invoice, now_secs)?;
+    check_invoice_terms(invoice, expected, network)
+}
+
+fn check_network(invoice: &DecodedInvoice, network: Network) -> Result<(), PaydError> {
     let want = currency_prefix(network.currency());
     if invoice.currency != want {
         return Err(PaydError::WrongNetwork { network, expected: want.to_string(), got: invoice.currency.clone() });
     }
+    Ok(())
+}
+
+/// The invoice has not expired at `now_secs`.
+pub fn check_unexpired(invoice: &DecodedInvoice, now_secs: u64) -> Result<(), PaydError> {
     let expires_at = invoice.expires_at_secs();
     if now_secs >= expires_at {
         return Err(PaydError::InvoiceExpired { expired_at: expires_at, now: now_secs });
     }
+    Ok(())
+}
+
+/// Every check of [`check_invoice`] but expiry: the backends judge expiry only for a payment they
+/// have not recorded yet, so asking again for an invoice paid before it expired returns the
+/// recorded outcome (the preimage), not "expired".
+///
+/// Checks, in this order: the invoice is for `network`'s currency; it has a non-zero amount; and,
+/// when `expected` is given, amount, payee and description hash equal the expected ones and the
+/// invoice does not outlive `expected.not_after_secs`.
+pub fn check_invoice_terms(
+    invoice: &DecodedInvoice,
+    expected: Option<&ExpectedInvoice>,
+    network: Network,
+) -> Result<(), PaydError> {
+    check_network(invoice, network)?;
+    let expires_at = invoice.expires_at_secs();
     let amount = match invoice.amount_msat {
         Some(a) if a > 0 => a,
         _ => return Err(PaydError::MissingAmount),
@@ -519,7 +546,9 @@ pub enum PaydEvent {
 ///   `params.expected`); on any failed check it returns the matching error and pays nothing.
 ///   It is idempotent per payment hash: the attempt is recorded before it is made, a second call for
 ///   the same hash returns the first outcome (success with the same preimage, or the same failure),
-///   or waits for the attempt in flight; the invoice is never paid twice. On success it returns the
+///   or waits for the attempt in flight; the invoice is never paid twice. Expiry is judged only for
+///   a hash not recorded yet: asking again after the invoice expired still returns the first
+///   outcome. On success it returns the
 ///   preimage, with `sha256(preimage) == payment_hash`. If the outcome is unknown after
 ///   `params.timeout`, it returns [`PaydError::Timeout`] and the payment stays pending.
 /// - [`decode_invoice`](Self::decode_invoice) parses and verifies the signature; it does not judge

@@ -11,6 +11,7 @@ use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use crate::clock::now_secs;
 use crate::payd::backend::{
     ExpectedInvoice, InvoiceStatus, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentStatus,
 };
@@ -144,6 +145,36 @@ pub async fn pay_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend
     Ok(())
 }
 
+/// An invoice paid before it expired is answered from the record after it expired: the same
+/// preimage, nothing paid again. An expired invoice never paid is refused. Precondition: `payer`
+/// can pay `payee` 20,000 msat.
+pub async fn paid_then_expired_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend) -> Conformance {
+    let inv = payee
+        .create_invoice(20_000, terms("paid_then_expired_contract"), 2)
+        .await
+        .map_err(|e| format!("create_invoice failed: {e}"))?;
+    let unpaid = payee
+        .create_invoice(20_000, terms("paid_then_expired_contract/unpaid"), 2)
+        .await
+        .map_err(|e| format!("create_invoice failed: {e}"))?;
+    let paid = payer.pay(inv.bolt11.clone(), params(None)).await.map_err(|e| format!("pay failed: {e}"))?;
+    // Wait, bounded, until the wall clock is past both expiries.
+    let past = inv.expires_at_secs.max(unpaid.expires_at_secs);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while now_secs() < past {
+        ensure!(tokio::time::Instant::now() < deadline, "the clock did not pass the invoice expiry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again =
+        payer.pay(inv.bolt11.clone(), params(None)).await.map_err(|e| format!("asking again after expiry: {e}"))?;
+    ensure!(again.preimage == paid.preimage, "asking again after expiry returned another preimage");
+    let r = payer.pay(unpaid.bolt11.clone(), params(None)).await;
+    ensure!(matches!(r, Err(PaydError::InvoiceExpired { .. })), "an expired unpaid invoice gave {r:?}");
+    let n = records_for(payer, &[inv.payment_hash, unpaid.payment_hash]).await?;
+    ensure!(n == 1, "{n} payment records, expected only the paid one");
+    Ok(())
+}
+
 /// Concurrent calls for one invoice pay it once. Precondition: `payer` can pay `payee`
 /// 30,000 msat.
 pub async fn idempotency_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend) -> Conformance {
@@ -164,15 +195,15 @@ pub async fn idempotency_contract(payer: &dyn PaymentBackend, payee: &dyn Paymen
     let got = wait_settled(&mut events, inv.payment_hash).await?;
     ensure!(got == 30_000, "payee received {got} msat, not 30000 once");
     ensure!(count_settled(&mut events, inv.payment_hash) == 0, "settlement reported twice");
-    let n = payer
-        .list_payments()
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter(|p| p.payment_hash == inv.payment_hash)
-        .count();
+    let n = records_for(payer, &[inv.payment_hash]).await?;
     ensure!(n == 1, "{n} payment records for one hash");
     Ok(())
+}
+
+/// How many payment records `payer` holds for these hashes.
+async fn records_for(payer: &dyn PaymentBackend, hashes: &[[u8; 32]]) -> Result<usize, String> {
+    let payments = payer.list_payments().await.map_err(|e| e.to_string())?;
+    Ok(payments.iter().filter(|p| hashes.contains(&p.payment_hash)).count())
 }
 
 fn foreign_invoice(currency: Currency, timestamp_secs: u64, expiry_secs: u64) -> Result<String, String> {
@@ -239,8 +270,7 @@ pub async fn bad_input_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentB
     let r = payer.pay(expired, params(None)).await;
     ensure!(matches!(r, Err(PaydError::InvoiceExpired { .. })), "expired invoice gave {r:?}");
     let wrong_currency = if currency == Currency::Bitcoin { Currency::Regtest } else { Currency::Bitcoin };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
-    let foreign = foreign_invoice(wrong_currency, now, 600)?;
+    let foreign = foreign_invoice(wrong_currency, now_secs(), 600)?;
     let r = payer.pay(foreign, params(None)).await;
     ensure!(matches!(r, Err(PaydError::WrongNetwork { .. })), "wrong network gave {r:?}");
     let r = payer.pay("lnbcrt1notaninvoice".into(), params(None)).await;
@@ -270,13 +300,7 @@ pub async fn no_channel_contract(payer: &dyn PaymentBackend, payee: &dyn Payment
         .map_err(|e| format!("create_invoice failed: {e}"))?;
     let r = payer.pay(inv.bolt11, params(None)).await;
     ensure!(matches!(r, Err(PaydError::NoChannel { .. })), "no channel gave {r:?}");
-    let n = payer
-        .list_payments()
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter(|p| p.payment_hash == inv.payment_hash)
-        .count();
+    let n = records_for(payer, &[inv.payment_hash]).await?;
     ensure!(n == 0, "a refused payment was recorded");
     Ok(())
 }

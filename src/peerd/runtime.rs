@@ -91,9 +91,7 @@ struct State {
     internal: mpsc::Sender<Internal>,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 fn db_err(e: rusqlite::Error) -> PeerdError {
     PeerdError::Store(crate::store::StoreError::Sqlite { path: "peerd.db".into(), source: e })

@@ -61,9 +61,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::payd::backend::{
-    check_invoice, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
-    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
-    PaymentStatus,
+    check_invoice_terms, check_unexpired, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice,
+    DecodedInvoice, InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent,
+    PaymentBackend, PaymentRecord, PaymentStatus,
 };
 use bridge::Outbound;
 use chain::{ConstantFeeEstimator, MemoryBroadcaster, NodeKeys, TracingLogger};
@@ -265,9 +265,7 @@ pub struct LdkEngine {
     shutdown: CancellationToken,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere already; the data (a table or a connection) is
@@ -792,8 +790,12 @@ impl LdkEngine {
         let invoice = Bolt11Invoice::from_str_checked(&bolt11)?;
         let decoded = describe_invoice(&invoice, bolt11.trim());
         let network = self.inner.config.network;
-        check_invoice(&decoded, params.expected.as_ref(), network, now_secs())?;
+        check_invoice_terms(&decoded, params.expected.as_ref(), network)?;
         let hash = decoded.payment_hash;
+        // Expiry matters only for a payment not made yet; a recorded one answers from its record.
+        if lock(&self.inner.store).payment(&hash)?.is_none() {
+            check_unexpired(&decoded, now_secs())?;
+        }
         let amount = decoded.amount_msat.ok_or(PaydError::MissingAmount)?;
         let mut rx = self.inner.events.subscribe();
         let deadline = tokio::time::Instant::now() + params.timeout;

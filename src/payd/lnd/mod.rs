@@ -24,7 +24,7 @@ pub mod wire;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Method;
 use lightning::bitcoin::secp256k1::PublicKey;
@@ -33,8 +33,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::payd::backend::{
-    check_invoice, decode_bolt11, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice, InvoiceRecord,
-    InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord, PaymentStatus,
+    check_invoice_terms, check_unexpired, decode_bolt11, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
+    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
+    PaymentStatus,
 };
 use crate::payd::ldk::Store;
 use rest::{LineStream, LndRest, RestError};
@@ -81,9 +82,7 @@ pub fn lnd_network_name(network: Network) -> Option<&'static str> {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -275,9 +274,13 @@ impl LndBackend {
             return Err(PaydError::BackendUnavailable { reason: "the lnd backend was shut down".into() });
         }
         let invoice = decode_bolt11(&bolt11)?;
-        check_invoice(&invoice, params.expected.as_ref(), inner.network, now_secs())?;
+        check_invoice_terms(&invoice, params.expected.as_ref(), inner.network)?;
         let amount = invoice.amount_msat.ok_or(PaydError::MissingAmount)?;
         let hash = invoice.payment_hash;
+        // Expiry matters only for a payment not made yet; a recorded one answers from its record.
+        if lock(&inner.store).payment(&hash)?.is_none() {
+            check_unexpired(&invoice, now_secs())?;
+        }
         let deadline = tokio::time::Instant::now() + params.timeout;
         let mut events = inner.events.subscribe();
         let mut not_sent = inner.not_sent.subscribe();
