@@ -236,6 +236,9 @@ impl LndRest {
 
     /// Sends a request and waits up to `wait` (`None`: as long as it takes) for the answer's
     /// head. A connection that cannot be made is [`RestError::Connect`]: nothing reached lnd.
+    /// A GET whose pooled connection broke before any answer (lnd restarted, or closed an idle
+    /// connection as the request went out) is sent once more on a new connection: it changes
+    /// nothing at lnd, so the second try is safe.
     async fn send(
         &self,
         method: Method,
@@ -244,26 +247,38 @@ impl LndRest {
         wait: Option<Duration>,
     ) -> Result<hyper::Response<Incoming>, RestError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(MACAROON_HEADER, self.macaroon.clone());
-        if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| RestError::Decode { what: what.clone(), reason: e.to_string() })?;
-        let answer = self.client.request(req);
-        let answer = match wait {
-            Some(w) => tokio::time::timeout(w, answer).await,
-            None => Ok(answer.await),
-        };
-        match answer {
-            Err(_) => Err(RestError::Transport { what, reason: format!("no response within {wait:?}") }),
-            Ok(Err(e)) if e.is_connect() => Err(RestError::Connect { url: self.base.clone(), reason: chain(&e) }),
-            Ok(Err(e)) => Err(RestError::Transport { what, reason: chain(&e) }),
-            Ok(Ok(resp)) => Ok(resp),
+        let retry_safe = method == Method::GET;
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(format!("{}{path}", self.base))
+                .header(MACAROON_HEADER, self.macaroon.clone());
+            if has_body {
+                req = req.header(CONTENT_TYPE, "application/json");
+            }
+            let req = req
+                .body(Full::new(body.clone()))
+                .map_err(|e| RestError::Decode { what: what.clone(), reason: e.to_string() })?;
+            let answer = self.client.request(req);
+            let answer = match wait {
+                Some(w) => tokio::time::timeout(w, answer).await,
+                None => Ok(answer.await),
+            };
+            match answer {
+                Err(_) => return Err(RestError::Transport { what, reason: format!("no response within {wait:?}") }),
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(RestError::Connect { url: self.base.clone(), reason: chain(&e) })
+                }
+                Ok(Err(e)) if retry_safe && tries == 1 => {
+                    tracing::debug!(target: "payd::lnd", "{what}: connection broke ({}), trying once more", chain(&e));
+                }
+                Ok(Err(e)) => return Err(RestError::Transport { what, reason: chain(&e) }),
+                Ok(Ok(resp)) => return Ok(resp),
+            }
         }
     }
 
