@@ -49,15 +49,7 @@ async fn pair(provider_output: Option<String>) -> (InProcessNode, InProcessNode,
     let (id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
     lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
-    req(&rc, ServiceId::Peerd, Body::Peerd(PeerdApi::Connect { node_id: id.clone(), addr: listen, persistent: false }))
-        .await;
-    poll_until(PATIENCE, "channel", || async {
-        let open = PaydApi::OpenChannel { node_id: id.clone(), sats: 10_000_000 };
-        matches!(rc.request(&ServiceId::Payd, Body::Payd(open), T).await, Ok(Body::Payd(PaydApi::Channel(_))))
-            .then_some(())
-    })
-    .await
-    .expect("channel");
+    lcp::testkit::connect_with_channel(&rc, &id, listen, false, 10_000_000).await.expect("channel");
     poll_until(PATIENCE, "manifest", || async {
         match rc.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), T).await.ok()? {
             Body::Lcpd(LcpdApi::LcpPeers(p)) => p.into_iter().find(|p| p.node_id == id && !p.manifest.tasks.is_empty()),

@@ -76,6 +76,32 @@ pub async fn peerd_address(bus: &Bus) -> anyhow::Result<(String, String)> {
     .await
 }
 
+/// Connects `bus`'s peerd to the peer `node_id` at `addr` and opens a devnet channel of `sats` to
+/// it, asking again until the peer's connection is ready for channel messages.
+pub async fn connect_with_channel(
+    bus: &Bus,
+    node_id: &str,
+    addr: String,
+    persistent: bool,
+    sats: u64,
+) -> anyhow::Result<crate::bus::api::payd::ChannelRow> {
+    use crate::bus::api::payd::PaydApi;
+    use crate::bus::api::PeerdApi;
+    let wait = Duration::from_secs(30);
+    let connect = PeerdApi::Connect { node_id: node_id.to_string(), addr, persistent };
+    match bus.request(&ServiceId::Peerd, Body::Peerd(connect), wait).await? {
+        Body::Peerd(PeerdApi::Connected(_)) => {}
+        other => anyhow::bail!("connect to {node_id}: {other:?}"),
+    }
+    poll_until(PATIENCE, "channel open", || async {
+        let open = PaydApi::OpenChannel { node_id: node_id.to_string(), sats };
+        match bus.request(&ServiceId::Payd, Body::Payd(open), wait).await {
+            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
+            _ => None,
+        }
+    })
+    .await
+}
 /// Connects a test client to a node's remote bus endpoint with the node's client key.
 pub async fn client(datadir: &Path, endpoint: &Endpoint) -> anyhow::Result<Bus> {
     let keys = crate::bus::keys::load_client(&datadir.join("bus").join("client.key"))?;

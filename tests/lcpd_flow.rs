@@ -3,8 +3,7 @@
 //! CLI over the same API.
 
 use lcp::bus::api::lcpd::{JobEvent, JobOutcomeRow, LcpdApi, QuoteArgs, QuoteRow};
-use lcp::bus::api::payd::PaydApi;
-use lcp::bus::api::{Body, PeerdApi};
+use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
 use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
@@ -38,23 +37,7 @@ pub async fn pair() -> Pair {
     let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
     lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
     lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
-    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: false };
-    rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.unwrap();
-    poll_until(PATIENCE, "channel open", || async {
-        match rc
-            .request(
-                &ServiceId::Payd,
-                Body::Payd(PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 1_000_000 }),
-                T,
-            )
-            .await
-        {
-            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    lcp::testkit::connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.unwrap();
     // The provider's manifest, with its worker's offer, reaches the requester.
     poll_until(PATIENCE, "provider manifest with tasks", || async {
         match lcpd(&rc, LcpdApi::ListLcpPeers).await.ok()? {

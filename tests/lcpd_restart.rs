@@ -7,7 +7,7 @@
 
 use lcp::bus::api::lcpd::{JobRole, JobRow, LcpdApi, QuoteArgs, QuoteRow};
 use lcp::bus::api::payd::PaydApi;
-use lcp::bus::api::{Body, PeerdApi};
+use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
 use lcp::testkit::{make_fifo, poll_until, services, FifoRelease, ProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
@@ -69,17 +69,7 @@ async fn nodes() -> Nodes {
     lcp::testkit::wait_services(&rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd])
         .await
         .expect("requester up");
-    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: true };
-    rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
-    poll_until(PATIENCE, "channel", || async {
-        let open = PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 1_000_000 };
-        match rc.request(&ServiceId::Payd, Body::Payd(open), T).await {
-            Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
-            _ => None,
-        }
-    })
-    .await
-    .expect("channel");
+    lcp::testkit::connect_with_channel(&rc, &provider_id, listen, true, 1_000_000).await.expect("channel");
     ready(&rc, &provider_id).await;
     let cap0 = poll_until(PATIENCE, "usable channel", || outbound(&rc)).await.expect("capacity");
     Nodes { provider, requester, pc, rc, provider_id, cap0 }

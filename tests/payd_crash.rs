@@ -5,7 +5,7 @@
 //! sends: the HTLC leaves the payer, but nobody on the other side answers it.
 
 use lcp::bus::api::payd::{BalanceRow, InvoiceState, PaydApi, PaymentState};
-use lcp::bus::api::{Body, PeerdApi};
+use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
 use lcp::testkit::{poll_until, ProcessNode, PATIENCE};
 use sha2::{Digest, Sha256};
@@ -36,19 +36,7 @@ async fn payer_payd_killed_mid_payment_neither_loses_nor_repeats_it() {
     for c in [&rc, &pc] {
         poll_until(PATIENCE, "payd up", || async { balance(c).await }).await.unwrap();
     }
-    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: listen, persistent: true };
-    assert!(matches!(
-        rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.unwrap(),
-        Body::Peerd(PeerdApi::Connected(_))
-    ));
-    poll_until(PATIENCE, "channel open", || async {
-        match payd(&rc, PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 200_000 }).await {
-            Ok(PaydApi::Channel(c)) => Some(c),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    lcp::testkit::connect_with_channel(&rc, &provider_id, listen, true, 200_000).await.unwrap();
     let p0 = poll_until(PATIENCE, "provider's channel usable", || async {
         balance(&pc).await.filter(|b| b.usable_channels == 1)
     })

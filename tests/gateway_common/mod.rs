@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use lcp::bus::api::lcpd::{JobRow, LcpdApi};
-use lcp::bus::api::payd::PaydApi;
 use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
 use lcp::gateway::{GatewayArgs, GatewayConfig, GatewayFile};
@@ -122,18 +121,11 @@ pub async fn net(specs: Vec<ProviderSpec>) -> Net {
         let client = node.client().await.expect("provider client");
         let (id, listen) = lcp::testkit::peerd_address(&client).await.expect("peerd address");
         lcp::testkit::wait_services(&client, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider up");
-        let req = PeerdApi::Connect { node_id: id.clone(), addr: listen, persistent: false };
-        rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
         if spec.channel {
-            poll_until(PATIENCE, "channel open", || async {
-                let body = Body::Payd(PaydApi::OpenChannel { node_id: id.clone(), sats: 1_000_000 });
-                match rc.request(&ServiceId::Payd, body, T).await {
-                    Ok(Body::Payd(PaydApi::Channel(c))) => Some(c),
-                    _ => None,
-                }
-            })
-            .await
-            .expect("channel");
+            lcp::testkit::connect_with_channel(&rc, &id, listen, false, 1_000_000).await.expect("channel");
+        } else {
+            let req = PeerdApi::Connect { node_id: id.clone(), addr: listen, persistent: false };
+            rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.expect("connect");
         }
         providers.push(Provider { node, client, id });
     }
