@@ -213,6 +213,32 @@ async fn paid_job_between_two_nodes_with_records_and_cli() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exceeds the ceiling of 1 msat"), "{err}");
+    // On a terminal (a pseudo-terminal from `script`): with stdout in a file, stderr shows the
+    // progress line (bytes, elapsed); with stdout on the terminal too, no progress line is drawn
+    // over the streamed text.
+    let dir = p.requester.dir.path().to_path_buf();
+    let file = dir.join("result.txt");
+    let run = format!(
+        "'{}' --datadir '{}' job run {} -m {MODEL} -p tty",
+        lcp::testkit::bin_path("lcp-cli").display(),
+        dir.display(),
+        p.provider_id
+    );
+    let on_tty = |cmd: String| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let out = on_tty(format!("{run} > '{}'", file.display())).await;
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("\r20 bytes, "), "no progress line: {tty:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"deterministic-output");
+    let out = on_tty(run).await;
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("deterministic-output") && !tty.contains("\r20 bytes, "), "{tty:?}");
     p.rc.close();
     p.pc.close();
 }

@@ -1,13 +1,13 @@
 //! `lcp-cli job ...`: LCP jobs at a provider (quote, run, cancel) and the node's job records.
 
-use super::{to_json, CliError};
+use super::{to_json, CliError, Progress};
 use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow, JobRow, LcpdApi, QuoteArgs, QuoteRow};
 use crate::bus::api::Body;
 use crate::bus::{Bus, ServiceId};
 use crate::wire::lcp::v02;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// What to run and where.
@@ -276,13 +276,18 @@ async fn execute(
         other => return Err(CliError::Other(format!("unexpected answer from lcpd: {other:?}"))),
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(job_timeout) + 15);
-    let progress = !json && std::io::stderr().is_terminal();
+    let mut progress = Progress::new(json, started);
     let mut stdout = std::io::stdout();
-    let (mut received, mut result, mut paid) = (0u64, Vec::new(), None);
+    let (mut result, mut paid) = (Vec::new(), None);
     loop {
-        let m = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let wake = deadline.min(tokio::time::Instant::now() + Progress::TICK);
+        let m = match tokio::time::timeout_at(wake, rx.recv()).await {
             Ok(Some(m)) => m,
             Ok(None) => return Err(CliError::Other("the bus closed before the job finished".into())),
+            Err(_) if wake < deadline => {
+                progress.draw(false);
+                continue;
+            }
             Err(_) => return Err(CliError::Other("timed out waiting for the result".into())),
         };
         let Body::Lcpd(LcpdApi::JobEvent { job_id: j, event }) = m.body else { continue };
@@ -293,21 +298,16 @@ async fn execute(
             JobEvent::Paid { payment_hash, preimage, price_msat } => paid = Some((payment_hash, preimage, price_msat)),
             JobEvent::Begin { .. } | JobEvent::End { .. } => {}
             JobEvent::Chunk(data) => {
-                received += data.len() as u64;
+                progress.add(data.len());
                 if json {
                     result.extend_from_slice(&data);
                 } else {
                     // A closed stdout (`| head`) ends the output, not the job.
                     let _ = stdout.write_all(&data).and_then(|()| stdout.flush());
                 }
-                if progress {
-                    eprint!("\r{received} bytes, {:.1}s", started.elapsed().as_secs_f64());
-                }
             }
             JobEvent::Result(outcome) => {
-                if progress {
-                    eprintln!();
-                }
+                progress.finish();
                 return finish(job_id, q, paid, outcome, result, json, started);
             }
         }

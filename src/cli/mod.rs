@@ -13,7 +13,8 @@ pub mod worker;
 use crate::bus::{Bus, BusError, Endpoint, ServiceId};
 use crate::config::{NodeArgs, NodeConfig};
 use crate::datadir::Datadir;
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 /// lncli-like help layout.
 pub const HELP_TEMPLATE: &str = "\
@@ -132,6 +133,58 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     };
     bus.close();
     out
+}
+
+/// The progress line of a streaming command on stderr: bytes streamed and time elapsed, redrawn in
+/// place at most ten times a second, also while nothing has arrived yet.
+///
+/// Drawn only when stderr is a terminal and the streamed bytes do not go to that same terminal
+/// (they are collected for `--json`, or stdout is a file or a pipe): a progress line drawn over
+/// the streamed text would garble it. With both on the terminal, the text itself shows progress
+/// and the summary at the end gives bytes and time.
+pub struct Progress {
+    on: bool,
+    started: Instant,
+    drawn: Option<Instant>,
+    bytes: u64,
+}
+
+impl Progress {
+    /// How often the line is redrawn while waiting.
+    pub const TICK: Duration = Duration::from_millis(250);
+
+    /// A progress line for a command started at `started`.
+    pub fn new(json: bool, started: Instant) -> Self {
+        let on = std::io::stderr().is_terminal() && (json || !std::io::stdout().is_terminal());
+        Self { on, started, drawn: None, bytes: 0 }
+    }
+
+    /// `n` more bytes arrived.
+    pub fn add(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.draw(false);
+    }
+
+    /// Redraws the line (at most ten times a second unless `force`).
+    pub fn draw(&mut self, force: bool) {
+        if !self.on {
+            return;
+        }
+        let now = Instant::now();
+        if !force && self.drawn.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
+            return;
+        }
+        self.drawn = Some(now);
+        eprint!("\r{} bytes, {:.1}s ", self.bytes, now.duration_since(self.started).as_secs_f64());
+    }
+
+    /// Draws the final state and ends the line, if one was drawn.
+    pub fn finish(&mut self) {
+        if self.on && self.drawn.is_some() {
+            self.draw(true);
+            eprintln!();
+        }
+    }
 }
 
 /// Pretty JSON for `--json` output.

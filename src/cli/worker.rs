@@ -1,6 +1,6 @@
 //! `lcp-cli worker ...`: the node's jobd workers.
 
-use super::{to_json, CliError};
+use super::{to_json, CliError, Progress};
 use crate::bus::api::jobd::OutputItem;
 use crate::bus::api::lcpd::{TestJob, WorkerRow};
 use crate::bus::api::{Body, LcpdApi};
@@ -105,12 +105,18 @@ async fn test(bus: &Bus, job: TestJob, json: bool, timeout: Duration, deadline: 
     let mut len = 0u64;
     let mut collected = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    let end = started + deadline;
+    let end = tokio::time::Instant::from_std(started + deadline);
+    let mut progress = Progress::new(json, started);
     loop {
-        let msg = tokio::time::timeout_at(end.into(), rx.recv())
-            .await
-            .map_err(|_| CliError::Other(format!("no result within {} s", deadline.as_secs())))?
-            .ok_or_else(|| CliError::Other("the bus closed".into()))?;
+        let wake = end.min(tokio::time::Instant::now() + Progress::TICK);
+        let msg = match tokio::time::timeout_at(wake, rx.recv()).await {
+            Ok(m) => m.ok_or_else(|| CliError::Other("the bus closed".into()))?,
+            Err(_) if wake < end => {
+                progress.draw(false);
+                continue;
+            }
+            Err(_) => return Err(CliError::Other(format!("no result within {} s", deadline.as_secs()))),
+        };
         let (Corr::Event, Body::Lcpd(LcpdApi::JobOutput { job_id: j, item })) = (msg.corr, msg.body) else { continue };
         if j != job_id {
             continue;
@@ -120,6 +126,7 @@ async fn test(bus: &Bus, job: TestJob, json: bool, timeout: Duration, deadline: 
             OutputItem::Chunk(b) => {
                 hasher.update(&b);
                 len += b.len() as u64;
+                progress.add(b.len());
                 if json {
                     collected.extend_from_slice(&b);
                 } else {
@@ -127,6 +134,7 @@ async fn test(bus: &Bus, job: TestJob, json: bool, timeout: Duration, deadline: 
                 }
             }
             OutputItem::End { len: l, sha256 } => {
+                progress.finish();
                 let ours: [u8; 32] = hasher.finalize().into();
                 if l != len || sha256 != ours {
                     return Err(CliError::Other(format!(
