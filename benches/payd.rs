@@ -1,8 +1,16 @@
-//! Payment latency over one devnet channel: the payd LDK engine (two engines joined by the
-//! in-process pump, with SQLite records and durable channel state) against the baseline of two
-//! bare LDK nodes on their own `PeerManager` over loopback TCP (TCP_NODELAY, no persistence), both
-//! measured in the same run. One iteration = create an invoice on the payee, pay it, wait until the
-//! payer has the preimage, the payee has the payment, and the channel has no HTLC left in flight.
+//! Payment latency over one devnet channel, three ways measured in the same run:
+//!
+//! - `ldk_peermanager_tcp_baseline`: two bare LDK nodes on their own `PeerManager` over loopback
+//!   TCP (TCP_NODELAY, no persistence), as in the devnet recipe;
+//! - `payd_engine_pump`: two payd LDK engines (durable channel state, SQLite records) joined by an
+//!   in-process pump, no peerd and no bus;
+//! - `payd_through_peerd_and_bus`: two whole in-process nodes on loopback, the payment asked for
+//!   over each node's bus (payd `CreateInvoice` on the payee, `Pay` on the payer), channel messages
+//!   carried by peerd over BOLT #8 and the bus.
+//!
+//! One iteration = create an invoice on the payee, pay it, and wait until the payer holds the
+//! preimage; the next payment starts at once (the bare nodes and the pump also wait until the
+//! channel has no HTLC in flight, which payd's `Pay` does by itself).
 
 #[path = "../tests/payd_pump.rs"]
 mod pump;
@@ -11,8 +19,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lcp::bus::api::payd::PaydApi;
+use lcp::bus::api::Body;
+use lcp::bus::{Bus, ServiceId};
 use lcp::payd::backend::{Network, PayParams, PaydEvent, PaymentBackend};
 use lcp::payd::ldk::{fabricate_funding_tx, LdkEngine};
+use lcp::testkit::InProcessNode;
 use lightning::bitcoin::hashes::{sha256, Hash};
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Transaction;
@@ -363,11 +375,39 @@ async fn engine_payment(payer: &LdkEngine, payee: &LdkEngine, n: u64) {
     }
 }
 
+// ---- two whole nodes: payd through peerd and the bus ----
+
+async fn bus_pair() -> (InProcessNode, InProcessNode, Bus, Bus) {
+    let payer = InProcessNode::start().expect("payer node");
+    let payee = InProcessNode::start().expect("payee node");
+    let (rc, pc) = (payer.client().await.expect("payer bus"), payee.client().await.expect("payee bus"));
+    let (id, listen) = lcp::testkit::peerd_address(&pc).await.expect("payee peerd");
+    lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.expect("payer payd");
+    lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.expect("payee payd");
+    lcp::testkit::connect_with_channel(&rc, &id, listen, false, CHANNEL_SAT).await.expect("channel");
+    (payer, payee, rc, pc)
+}
+
+async fn bus_payment(rc: &Bus, pc: &Bus, n: u64) {
+    let terms: [u8; 32] = sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
+    let inv = PaydApi::CreateInvoice { amount_msat: PAYMENT_MSAT, description_hash: terms, expiry_secs: 600 };
+    let bolt11 = match pc.request(&ServiceId::Payd, Body::Payd(inv), TIMEOUT).await {
+        Ok(Body::Payd(PaydApi::Invoice { bolt11, .. })) => bolt11,
+        other => panic!("invoice {n}: {other:?}"),
+    };
+    let pay = PaydApi::Pay { bolt11, max_fee_msat: 0, timeout_secs: TIMEOUT.as_secs() as u32 };
+    match rc.request(&ServiceId::Payd, Body::Payd(pay), TIMEOUT).await {
+        Ok(Body::Payd(PaydApi::Paid { .. })) => {}
+        other => panic!("payment {n}: {other:?}"),
+    }
+}
+
 fn payments(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let (a, b, _link) = rt.block_on(pump::pair_with_channel(da.path(), db.path(), CHANNEL_SAT));
     let (mut ba, mut bb) = rt.block_on(bare_pair());
+    let (_payer, _payee, rc, pc) = rt.block_on(bus_pair());
     let _: PublicKey = ba.cm.get_our_node_id();
 
     let mut g = c.benchmark_group("payd_payment");
@@ -383,6 +423,18 @@ fn payments(c: &mut Criterion) {
                 for _ in 0..iters {
                     n += 1;
                     engine_payment(&a.engine, &b.engine, n).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("payd_through_peerd_and_bus", |bench| {
+        bench.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    n += 1;
+                    bus_payment(&rc, &pc, n).await;
                 }
                 start.elapsed()
             })
