@@ -257,6 +257,16 @@ impl ProcessNode {
         Ok(())
     }
 
+    /// Sends a signal to a running daemon (for example SIGSTOP and SIGCONT to freeze and thaw it).
+    pub fn signal(&self, name: &str, sig: libc::c_int) -> anyhow::Result<()> {
+        let d = self.daemons.get(name).ok_or_else(|| anyhow::anyhow!("no daemon {name}"))?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(d.child.id() as libc::pid_t, sig) } != 0 {
+            anyhow::bail!("kill({sig}) failed: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns the exit status.
     pub fn terminate(&mut self, name: &str, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let mut d = self.daemons.remove(name).ok_or_else(|| anyhow::anyhow!("no daemon {name}"))?;

@@ -206,6 +206,18 @@ async fn requester_lcpd_killed_while_awaiting_the_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requester_lcpd_killed_with_the_payment_in_flight() {
+    payment_in_flight_across_restarts(false).await;
+}
+
+/// The same, with peerd frozen while payd starts again: payd's first request for peerd's sessions
+/// goes unanswered, and payd asks again until peerd answers, then ends the session it did not see
+/// begin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requester_payd_restarted_while_peerd_does_not_answer_with_the_payment_in_flight() {
+    payment_in_flight_across_restarts(true).await;
+}
+
+async fn payment_in_flight_across_restarts(peerd_frozen: bool) {
     let mut n = nodes().await;
     let fifo = n.provider.dir.path().join("gate-pay");
     let q = quote(&n, &fifo).await;
@@ -223,7 +235,18 @@ async fn requester_lcpd_killed_with_the_payment_in_flight() {
     // lcpd hosts the node's bus: it comes back first, then payd joins it.
     n.requester.start_daemon("lcpd").expect("lcpd");
     lcp::testkit::wait_services(&n.rc, &[ServiceId::Peerd, ServiceId::Lcpd]).await.expect("bus back");
+    if peerd_frozen {
+        n.requester.signal("peerd", libc::SIGSTOP).expect("freeze peerd");
+    }
     n.requester.start_daemon("payd").expect("payd");
+    if peerd_frozen {
+        poll_until(PATIENCE, "payd asking again for peerd's sessions", || async {
+            n.requester.log("payd").contains("peer list not available yet").then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", n.requester.log("payd")));
+        n.requester.signal("peerd", libc::SIGCONT).expect("thaw peerd");
+    }
     // The restarted payd ends the session it did not see begin; the persistent peer reconnects
     // and the channel is reestablished, then the payment lcpd asks for again goes through.
     let _gate = FifoRelease::open(fifo, "paid-after-restart");

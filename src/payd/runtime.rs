@@ -34,6 +34,8 @@ pub const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long payd waits for peerd's list of sessions at start.
 pub const PEERS_AT_START: Duration = Duration::from_secs(5);
+/// Pause before asking peerd for its peer list again after no answer.
+pub const PEERS_RETRY: Duration = Duration::from_secs(1);
 /// How long closing a channel may take.
 pub const CLOSE_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -300,11 +302,21 @@ impl Bridge {
         if self.ldk.is_some() {
             let bus = self.bus.clone();
             tokio::spawn(async move {
-                let req = Body::Peerd(PeerdApi::ListPeers);
-                if let Ok(Body::Peerd(PeerdApi::Peers(peers))) =
-                    bus.request(&ServiceId::Peerd, req, PEERS_AT_START).await
-                {
-                    let _ = peers_tx.send(peers);
+                // Asked until peerd answers: the bus host or peerd may be down while payd starts.
+                while !peers_tx.is_closed() {
+                    let req = Body::Peerd(PeerdApi::ListPeers);
+                    match bus.request(&ServiceId::Peerd, req, PEERS_AT_START).await {
+                        Ok(Body::Peerd(PeerdApi::Peers(peers))) => {
+                            let _ = peers_tx.send(peers);
+                            return;
+                        }
+                        Ok(other) => {
+                            tracing::warn!(target: TARGET, "peerd answered its peer list with {other:?}");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(target: TARGET, "peer list not available yet ({e}); asking again"),
+                    }
+                    tokio::time::sleep(PEERS_RETRY).await;
                 }
             });
         }
