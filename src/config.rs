@@ -3,8 +3,8 @@
 //! Precedence: flags > environment > file > defaults. clap resolves flags and environment (every
 //! option is an `Option` with `env = "LCP_..."`), the file fills what is still unset, and the
 //! defaults below fill the rest. The file has one section per service (`[node]`, `[peerd]`,
-//! `[lcpd]`, `[jobd]`, `[payd]`, `[gateway]`); unknown keys are errors, so a typo never goes
-//! unnoticed.
+//! `[lcpd]`, `[jobd]`, `[payd]`, `[gateway]`, plus `[lnd]` shared by payd and peerd); unknown keys
+//! are errors, so a typo never goes unnoticed.
 
 use crate::bus::Endpoint;
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,9 @@ pub struct FileConfig {
     /// payd settings.
     #[serde(default)]
     pub payd: crate::payd::opts::PaydFile,
+    /// The lnd connection, shared by payd's lnd backend and peerd's lnd transport.
+    #[serde(default)]
+    pub lnd: crate::lnd::LndFile,
     /// gateway settings.
     #[serde(default)]
     pub gateway: crate::gateway::opts::GatewayFile,

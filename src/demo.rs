@@ -24,7 +24,7 @@ pub fn node_config(dir: &std::path::Path) -> anyhow::Result<AllConfig> {
         )?,
         lcpd: crate::lcpd::LcpdConfig::resolve(&node, &Default::default(), &Default::default())?,
         jobd: crate::jobd::JobdConfig::resolve(&node, &Default::default(), &Default::default())?,
-        payd: crate::payd::PaydConfig::resolve(&node, &Default::default(), &Default::default())?,
+        payd: crate::payd::PaydConfig::resolve(&node, &Default::default(), &Default::default(), &Default::default())?,
         node,
     })
 }

@@ -1,6 +1,7 @@
 //! payd: payments, one service per process.
 use clap::Parser;
 use lcp::bus::ServiceId;
+use lcp::lnd::LndOptions;
 use lcp::node::{daemon_main, run_daemon, service_fn};
 use lcp::payd::{self, opts::Opts, PaydConfig};
 
@@ -8,7 +9,8 @@ fn main() -> std::process::ExitCode {
     let opts = Opts::parse();
     daemon_main("payd", || {
         let (node, file) = opts.node.resolve()?;
-        let cfg = PaydConfig::resolve(&node, &opts.payd, &file.payd)?;
+        let lnd = LndOptions::resolve(&opts.lnd, &file.lnd);
+        let cfg = PaydConfig::resolve(&node, &opts.payd, &file.payd, &lnd)?;
         run_daemon(
             &node,
             ServiceId::Payd,

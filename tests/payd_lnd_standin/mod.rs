@@ -23,6 +23,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use lcp::lnd::LndConnection;
 use lcp::payd::lnd::wire::{b64_decode, b64_encode};
 use lcp::payd::lnd::LndConfig;
 use lightning::bitcoin::hashes::{sha256, Hash};
@@ -240,6 +241,26 @@ impl Ledger {
     }
 }
 
+/// A real lnd, when `LCP_LIVE_LND_REST` (https://HOST:PORT) is set with `LCP_LIVE_LND_TLS_CERT`,
+/// `LCP_LIVE_LND_MACAROON` and optionally `LCP_LIVE_LND_NETWORK` (default regtest).
+pub fn live_lnd() -> Option<(LndConnection, lcp::config::Network)> {
+    let Ok(url) = std::env::var("LCP_LIVE_LND_REST") else {
+        eprintln!(
+            "skipped: set LCP_LIVE_LND_REST, LCP_LIVE_LND_TLS_CERT and LCP_LIVE_LND_MACAROON to run against a live lnd"
+        );
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set with LCP_LIVE_LND_REST"));
+    let network = std::env::var("LCP_LIVE_LND_NETWORK").unwrap_or_else(|_| "regtest".into()).parse().expect("network");
+    let conn = LndConnection {
+        rest_url: url,
+        tls_cert: var("LCP_LIVE_LND_TLS_CERT").into(),
+        macaroon: var("LCP_LIVE_LND_MACAROON").into(),
+        request_timeout: lcp::lnd::DEFAULT_REQUEST_TIMEOUT,
+    };
+    Some((conn, network))
+}
+
 /// One stand-in lnd node: an HTTPS server on 127.0.0.1 and its files.
 pub struct StandinNode {
     pub addr: std::net::SocketAddr,
@@ -340,11 +361,18 @@ impl StandinNode {
     pub fn config(&self, state_dir: PathBuf) -> LndConfig {
         LndConfig {
             network: lcp::config::Network::Regtest,
+            conn: self.connection(),
+            state_dir,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// How to reach this node (the shared lnd options).
+    pub fn connection(&self) -> LndConnection {
+        LndConnection {
             rest_url: self.url(),
             tls_cert: self.cert_path.clone(),
             macaroon: self.macaroon_path.clone(),
-            state_dir,
-            poll_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(10),
         }
     }
