@@ -239,6 +239,19 @@ impl NodeArgs {
     }
 }
 
+/// A service's options as the environment alone gives them (for a process that does not take that
+/// service's flags but must agree with it); `what` names the setting in the error.
+pub fn args_from_env<A: clap::Args>(what: &'static str) -> Result<A, ConfigError> {
+    #[derive(clap::Parser)]
+    struct EnvOnly<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    <EnvOnly<A> as clap::Parser>::try_parse_from(["env"])
+        .map(|e| e.args)
+        .map_err(|e| ConfigError::Invalid { what, msg: e.to_string().trim().replace('\n', " ") })
+}
+
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let err = |msg: String| ConfigError::File { path: path.display().to_string(), msg };

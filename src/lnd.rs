@@ -1,6 +1,7 @@
-//! The connection to an existing lnd node, for every service that uses it (payd's lnd backend:
-//! invoices and payments). One set of options (`--lnd-rest-url`, `--lnd-tls-cert`,
-//! `--lnd-macaroon`, their `LCP_LND_*` variables, the file's `[lnd]` section) serves them all.
+//! The connection to an existing lnd node, shared by the services that use it: payd's lnd
+//! backend (invoices and payments) and peerd's lnd transport (LCP messages as lnd custom
+//! messages). One set of options (`--lnd-rest-url`, `--lnd-tls-cert`, `--lnd-macaroon`, their
+//! `LCP_LND_*` variables, the file's `[lnd]` section) serves both.
 //!
 //! The REST client itself (pinned certificate, macaroon header, line-delimited streams) is
 //! [`crate::payd::lnd::rest`]; this module reads the files and builds it, and checks lnd's

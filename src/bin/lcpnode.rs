@@ -45,12 +45,13 @@ fn main() -> std::process::ExitCode {
         let (node, file) = opts.node.resolve()?;
         let lnd = LndOptions::resolve(&opts.lnd, &file.lnd);
         let cfg = AllConfig {
-            peerd: PeerdConfig::resolve(&node, &opts.peerd, &file.peerd)?,
+            peerd: PeerdConfig::resolve(&node, &opts.peerd, &file.peerd, &lnd)?,
             lcpd: LcpdConfig::resolve(&node, &opts.lcpd, &file.lcpd)?,
             jobd: JobdConfig::resolve(&node, &opts.jobd, &file.jobd)?,
             payd: PaydConfig::resolve(&node, &opts.payd, &file.payd, &lnd)?,
             node,
         };
+        lcp::peerd::opts::check_pairing(cfg.peerd.transport.kind(), cfg.payd.kind())?;
         let gateway = GatewayConfig::resolve_enabled(&cfg.node, &opts.gateway, &file.gateway)?;
         match opts.cmd.unwrap_or(Cmd::Run) {
             Cmd::Run => run(cfg, gateway),

@@ -38,6 +38,13 @@ pub struct PaydArgs {
     pub payment_backend: Option<BackendKind>,
 }
 
+/// payd's backend kind as a process that does not take payd's flags sees it (peerd run on its
+/// own): `LCP_PAYMENT_BACKEND`, then the file, then the default.
+pub fn backend_kind_outside(file: &PaydFile) -> Result<BackendKind, ConfigError> {
+    let env: PaydArgs = crate::config::args_from_env("payment-backend")?;
+    Ok(pick(env.payment_backend, file.backend, BackendKind::Ldk))
+}
+
 /// `[payd]` section of the config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
