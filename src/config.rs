@@ -3,8 +3,8 @@
 //! Precedence: flags > environment > file > defaults. clap resolves flags and environment (every
 //! option is an `Option` with `env = "LCP_..."`), the file fills what is still unset, and the
 //! defaults below fill the rest. The file has one section per service (`[node]`, `[peerd]`,
-//! `[lcpd]`, `[jobd]`, `[payd]`, `[gateway]`); unknown keys are errors, so a typo never goes
-//! unnoticed.
+//! `[lcpd]`, `[jobd]`, `[payd]`, `[gateway]`, plus `[lnd]` shared by payd and peerd); unknown keys
+//! are errors, so a typo never goes unnoticed.
 
 use crate::bus::Endpoint;
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,9 @@ pub struct FileConfig {
     /// payd settings.
     #[serde(default)]
     pub payd: crate::payd::opts::PaydFile,
+    /// The lnd connection, shared by payd's lnd backend and peerd's lnd transport.
+    #[serde(default)]
+    pub lnd: crate::lnd::LndFile,
     /// gateway settings.
     #[serde(default)]
     pub gateway: crate::gateway::opts::GatewayFile,
@@ -234,6 +237,19 @@ impl NodeArgs {
         };
         Ok((cfg, file))
     }
+}
+
+/// A service's options as the environment alone gives them (for a process that does not take that
+/// service's flags but must agree with it); `what` names the setting in the error.
+pub fn args_from_env<A: clap::Args>(what: &'static str) -> Result<A, ConfigError> {
+    #[derive(clap::Parser)]
+    struct EnvOnly<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    <EnvOnly<A> as clap::Parser>::try_parse_from(["env"])
+        .map(|e| e.args)
+        .map_err(|e| ConfigError::Invalid { what, msg: e.to_string().trim().replace('\n', " ") })
 }
 
 /// Reads and validates a config file.

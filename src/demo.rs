@@ -21,10 +21,11 @@ pub fn node_config(dir: &std::path::Path) -> anyhow::Result<AllConfig> {
             &node,
             &crate::peerd::PeerdArgs { listen: Some("127.0.0.1:0".into()), ..Default::default() },
             &Default::default(),
+            &Default::default(),
         )?,
         lcpd: crate::lcpd::LcpdConfig::resolve(&node, &Default::default(), &Default::default())?,
         jobd: crate::jobd::JobdConfig::resolve(&node, &Default::default(), &Default::default())?,
-        payd: crate::payd::PaydConfig::resolve(&node, &Default::default(), &Default::default())?,
+        payd: crate::payd::PaydConfig::resolve(&node, &Default::default(), &Default::default(), &Default::default())?,
         node,
     })
 }

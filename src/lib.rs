@@ -12,6 +12,7 @@ pub mod demo;
 pub mod gateway;
 pub mod jobd;
 pub mod lcpd;
+pub mod lnd;
 pub mod logging;
 pub mod node;
 pub mod payd;

@@ -395,7 +395,7 @@ impl PeerdNode {
             crate::bus::ZmqBroker::start(crate::bus::BrokerConfig { inproc: Some(endpoint.clone()), remote: None })?;
         let node = crate::demo::node_config(dir.path())?.node;
         let args = crate::peerd::PeerdArgs { listen: Some("127.0.0.1:0".into()), ..Default::default() };
-        let config = crate::peerd::PeerdConfig::resolve(&node, &args, &Default::default())?;
+        let config = crate::peerd::PeerdConfig::resolve(&node, &args, &Default::default(), &Default::default())?;
         let peerd = Self::spawn_peerd(&endpoint, &config)?;
         let join = |id: ServiceId| async {
             let b = Bus::connect_zmq(&endpoint, id, None)?;

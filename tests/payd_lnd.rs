@@ -11,6 +11,7 @@ use std::time::Duration;
 use lcp::bus::api::payd::{PaydApi, PaymentState};
 use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
+use lcp::lnd::LndConnection;
 use lcp::payd::backend::{PayParams, PaydError, PaydEvent, PaymentBackend, PaymentStatus};
 use lcp::payd::conformance;
 use lcp::payd::lnd::{LndBackend, LndConfig};
@@ -137,20 +138,27 @@ async fn wrong_certificate_or_macaroon_is_refused_against_lnd_rest_standin() {
     let (a, b) = (StandinNode::start(&ledger, 1).await, StandinNode::start(&ledger, 2).await);
     let state = tempfile::tempdir().unwrap();
     // b's certificate for a's endpoint: the handshake is refused before any request is sent.
-    let wrong_cert = LndConfig { tls_cert: b.cert_path.clone(), ..a.config(state.path().to_path_buf()) };
+    let wrong_cert = LndConfig {
+        conn: LndConnection { tls_cert: b.cert_path.clone(), ..a.connection() },
+        ..a.config(state.path().into())
+    };
     let e = LndBackend::start(wrong_cert).await.unwrap_err();
     assert!(matches!(e, PaydError::BackendUnavailable { .. }), "{e}");
     assert!(e.to_string().contains("not the pinned lnd certificate"), "{e}");
     assert!(a.requests().is_empty(), "nothing reached the server: {:?}", a.requests());
     // b's macaroon: lnd refuses it.
-    let wrong_mac = LndConfig { macaroon: b.macaroon_path.clone(), ..a.config(state.path().to_path_buf()) };
+    let wrong_mac = LndConfig {
+        conn: LndConnection { macaroon: b.macaroon_path.clone(), ..a.connection() },
+        ..a.config(state.path().into())
+    };
     let e = LndBackend::start(wrong_mac).await.unwrap_err();
     assert!(matches!(e, PaydError::BackendRefused { op: "getinfo", .. }), "{e}");
     assert!(e.to_string().contains("verification failed"), "{e}");
     // Not a certificate at all.
     let not_pem = state.path().join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
-    let bad = LndConfig { tls_cert: not_pem, ..a.config(state.path().to_path_buf()) };
+    let bad =
+        LndConfig { conn: LndConnection { tls_cert: not_pem, ..a.connection() }, ..a.config(state.path().into()) };
     let e = LndBackend::start(bad).await.unwrap_err();
     assert!(matches!(e, PaydError::InvalidArgument { field: "lnd_tls_cert", .. }), "{e}");
     // The right files work.
@@ -164,7 +172,10 @@ async fn dead_lnd_is_unavailable_and_nothing_is_paid_against_lnd_rest_standin() 
     ledger.open_channel(a.id, b.id, 100_000);
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Nothing listens: connection refused.
-    let dead = LndConfig { rest_url: format!("https://127.0.0.1:{}", closed_port()), ..a.config(sa.path().into()) };
+    let dead = LndConfig {
+        conn: LndConnection { rest_url: format!("https://127.0.0.1:{}", closed_port()), ..a.connection() },
+        ..a.config(sa.path().into())
+    };
     let e = LndBackend::start(dead).await.unwrap_err();
     assert!(matches!(e, PaydError::BackendUnavailable { .. }), "{e}");
     assert!(e.to_string().to_lowercase().contains("connection refused"), "{e}");
@@ -344,7 +355,10 @@ async fn dead_lnd_at_start_gives_a_clear_error_over_the_bus_against_lnd_rest_sta
     let ledger = Ledger::new();
     let a = StandinNode::start(&ledger, 1).await;
     let port = closed_port();
-    let node = lnd_node(|d| LndConfig { rest_url: format!("https://127.0.0.1:{port}"), ..a.config(d.to_path_buf()) });
+    let node = lnd_node(|d| LndConfig {
+        conn: LndConnection { rest_url: format!("https://127.0.0.1:{port}"), ..a.connection() },
+        ..a.config(d.to_path_buf())
+    });
     let c = node.client().await.unwrap();
     lcp::testkit::wait_services(&c, &[ServiceId::Payd]).await.unwrap();
     let e = payd(&c, PaydApi::Pay { bolt11: "lnbcrt1x".into(), max_fee_msat: 0, timeout_secs: 1 })
@@ -366,24 +380,13 @@ async fn dead_lnd_at_start_gives_a_clear_error_over_the_bus_against_lnd_rest_sta
 /// `LCP_LIVE_LND_MACAROON` and optionally `LCP_LIVE_LND_NETWORK` (default regtest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_lnd_rest_invoice_contract() {
-    let Ok(url) = std::env::var("LCP_LIVE_LND_REST") else {
-        eprintln!(
-            "skipped: set LCP_LIVE_LND_REST, LCP_LIVE_LND_TLS_CERT and LCP_LIVE_LND_MACAROON to run against a live lnd"
-        );
-        return;
-    };
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set with LCP_LIVE_LND_REST"));
-    let network: lcp::config::Network =
-        std::env::var("LCP_LIVE_LND_NETWORK").unwrap_or_else(|_| "regtest".into()).parse().unwrap();
+    let Some((conn, network)) = payd_lnd_standin::live_lnd() else { return };
     let state = tempfile::tempdir().unwrap();
     let config = LndConfig {
         network,
-        rest_url: url,
-        tls_cert: var("LCP_LIVE_LND_TLS_CERT").into(),
-        macaroon: var("LCP_LIVE_LND_MACAROON").into(),
+        conn,
         state_dir: state.path().to_path_buf(),
         poll_interval: lcp::payd::lnd::DEFAULT_POLL_INTERVAL,
-        request_timeout: lcp::payd::lnd::DEFAULT_REQUEST_TIMEOUT,
     };
     let lnd = LndBackend::start(config).await.expect("live lnd reachable");
     conformance::invoice_contract(&*lnd).await.unwrap();

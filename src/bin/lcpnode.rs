@@ -4,6 +4,7 @@ use lcp::config::NodeArgs;
 use lcp::gateway::{GatewayArgs, GatewayConfig};
 use lcp::jobd::{JobdArgs, JobdConfig};
 use lcp::lcpd::{LcpdArgs, LcpdConfig};
+use lcp::lnd::{LndArgs, LndOptions};
 use lcp::node::{daemon_main, AllConfig, AllInOne};
 use lcp::payd::{PaydArgs, PaydConfig};
 use lcp::peerd::{PeerdArgs, PeerdConfig};
@@ -23,6 +24,8 @@ struct Opts {
     #[command(flatten)]
     payd: PaydArgs,
     #[command(flatten)]
+    lnd: LndArgs,
+    #[command(flatten)]
     gateway: GatewayArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -40,13 +43,15 @@ fn main() -> std::process::ExitCode {
     let opts = Opts::parse();
     daemon_main("lcpnode", || {
         let (node, file) = opts.node.resolve()?;
+        let lnd = LndOptions::resolve(&opts.lnd, &file.lnd);
         let cfg = AllConfig {
-            peerd: PeerdConfig::resolve(&node, &opts.peerd, &file.peerd)?,
+            peerd: PeerdConfig::resolve(&node, &opts.peerd, &file.peerd, &lnd)?,
             lcpd: LcpdConfig::resolve(&node, &opts.lcpd, &file.lcpd)?,
             jobd: JobdConfig::resolve(&node, &opts.jobd, &file.jobd)?,
-            payd: PaydConfig::resolve(&node, &opts.payd, &file.payd)?,
+            payd: PaydConfig::resolve(&node, &opts.payd, &file.payd, &lnd)?,
             node,
         };
+        lcp::peerd::opts::check_pairing(cfg.peerd.transport.kind(), cfg.payd.kind())?;
         let gateway = GatewayConfig::resolve_enabled(&cfg.node, &opts.gateway, &file.gateway)?;
         match opts.cmd.unwrap_or(Cmd::Run) {
             Cmd::Run => run(cfg, gateway),

@@ -10,7 +10,8 @@ use std::time::Duration;
 /// What `status` reports.
 #[derive(Debug, Serialize)]
 pub struct Status {
-    /// The Lightning node id, from the services holding the node key.
+    /// The Lightning node id: peerd's (the one peers see), else that of another service holding the
+    /// node key.
     pub node_id: Option<String>,
     /// The bus endpoint used.
     pub bus: String,
@@ -47,7 +48,9 @@ pub async fn list(bus: &Bus, timeout: Duration) -> Result<Vec<ServiceStatus>, Cl
 pub async fn run(bus: &Bus, ep: &Endpoint, json: bool, timeout: Duration) -> Result<String, CliError> {
     let now = crate::clock::now_secs();
     let listed = list(bus, timeout).await?;
-    let node_id = listed.iter().find_map(|s| s.info.node_id.clone());
+    // peerd's node id is the one peers see (with the lnd transport, lnd's); else any service's.
+    let peerd = listed.iter().find(|s| s.id == ServiceId::Peerd).and_then(|s| s.info.node_id.clone());
+    let node_id = peerd.or_else(|| listed.iter().find_map(|s| s.info.node_id.clone()));
     let services: Vec<ServiceRow> = listed
         .into_iter()
         .filter(|s| !matches!(s.id, ServiceId::Client(_)))

@@ -122,7 +122,7 @@ async fn run_lnd(
             Ok(b) => break b,
             Err(e) => {
                 why = e.to_string();
-                tracing::warn!(target: TARGET, url = %config.rest_url, "lnd: {why}; trying again in {retry:?}");
+                tracing::warn!(target: TARGET, url = %config.conn.rest_url, "lnd: {why}; trying again in {retry:?}");
                 let wait = tokio::time::sleep(retry);
                 tokio::pin!(wait);
                 loop {

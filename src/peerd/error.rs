@@ -13,6 +13,8 @@ pub enum PeerdError {
     Bus(#[from] BusError),
     #[error("transport: {0}")]
     Transport(super::transport::TransportError),
+    #[error("lnd transport: {0}")]
+    Lnd(String),
 }
 
 impl ToErrorCode for PeerdError {
@@ -20,7 +22,7 @@ impl ToErrorCode for PeerdError {
         match self {
             PeerdError::Datadir(_) | PeerdError::Store(_) => ErrorCode::Internal,
             PeerdError::Bus(e) => e.code(),
-            PeerdError::Transport(_) => ErrorCode::Unavailable,
+            PeerdError::Transport(_) | PeerdError::Lnd(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -97,8 +97,11 @@ fn db_err(e: rusqlite::Error) -> PeerdError {
     PeerdError::Store(crate::store::StoreError::Sqlite { path: "peerd.db".into(), source: e })
 }
 
-/// Runs peerd until `shutdown` fires.
+/// Runs peerd until `shutdown` fires (with the lnd transport: [`super::lnd::run`]).
 pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PeerdError> {
+    if let super::opts::PeerTransport::Lnd(_) = config.transport {
+        return super::lnd::run(config, bus, shutdown).await;
+    }
     let dd = Datadir::open(&config.node.datadir)?;
     let key = dd.node_secret()?;
     let db = crate::store::open(&dd.db_path("peerd"), MIGRATIONS)?;
@@ -409,13 +412,7 @@ impl State {
                 }
             }
             (Corr::Request(id), Body::Peerd(req)) => self.request(from, id, req),
-            (Corr::Request(id), other) => {
-                let e = RemoteError::new(
-                    ErrorCode::Unimplemented,
-                    format!("peerd does not implement {}", crate::bus::broker::body_name(&other)),
-                );
-                let _ = self.bus.reply_err(&from, id, e);
-            }
+            (Corr::Request(id), other) => refuse_foreign(&self.bus, &from, id, &other),
             (_, _) => tracing::debug!(target: TARGET, %from, "event ignored"),
         }
     }
@@ -445,11 +442,7 @@ impl State {
     fn request(&mut self, from: ServiceId, id: u64, req: PeerdApi) {
         let reply: ReplyTo = Some((from, id));
         match req {
-            PeerdApi::ListPeers => {
-                let mut peers: Vec<PeerInfo> = self.peers.values().map(|p| p.info.clone()).collect();
-                peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                self.reply(reply, Ok(PeerdApi::Peers(peers)));
-            }
+            PeerdApi::ListPeers => self.reply(reply, Ok(peer_list(self.peers.values().map(|p| &p.info)))),
             PeerdApi::Connect { node_id, addr, persistent } => {
                 let parsed =
                     parse_peer_uri(&format!("{node_id}@{addr}")).and_then(|(id, a)| parse_node_id(&id).map(|n| (n, a)));
@@ -502,7 +495,7 @@ impl State {
     }
 }
 
-fn variant_name(p: &PeerdApi) -> &'static str {
+pub(crate) fn variant_name(p: &PeerdApi) -> &'static str {
     match p {
         PeerdApi::Connected(_) => "Connected",
         PeerdApi::Peers(_) => "Peers",
@@ -514,6 +507,22 @@ fn variant_name(p: &PeerdApi) -> &'static str {
         PeerdApi::DropSession { .. } => "DropSession",
         PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. } | PeerdApi::ListPeers => "request",
     }
+}
+
+/// The answer to `ListPeers`: the peers sorted by node id.
+pub(crate) fn peer_list<'a>(infos: impl Iterator<Item = &'a PeerInfo>) -> PeerdApi {
+    let mut peers: Vec<PeerInfo> = infos.cloned().collect();
+    peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    PeerdApi::Peers(peers)
+}
+
+/// Answers a request for another service's API with `unimplemented`.
+pub(crate) fn refuse_foreign(bus: &Bus, from: &ServiceId, id: u64, other: &Body) {
+    let e = RemoteError::new(
+        ErrorCode::Unimplemented,
+        format!("peerd does not implement {}", crate::bus::broker::body_name(other)),
+    );
+    let _ = bus.reply_err(from, id, e);
 }
 
 /// Parses a hex node id.

@@ -8,6 +8,13 @@
 //! Like lnd's gateway, streaming calls send their head only with their first message: a
 //! `/v2/router/send` with `no_inflight_updates` answers when the payment is final, and the invoice
 //! subscription answers when the first invoice changes.
+//!
+//! Peers (for peerd's lnd transport): stand-in nodes of one ledger connect to each other
+//! (`POST /v1/peers`, or [`Ledger::connect_peers`]), list them (`GET /v1/peers`), report them
+//! online and offline on `GET /v1/peers/subscribe`, and deliver custom messages to each other
+//! (`POST /v1/custommessage` on one, a line on `GET /v1/custommessage/subscribe` of the other), as
+//! the ledger delivers payments. [`StandinNode::restart`] is an lnd restart: its streams end, its
+//! peers go offline, it serves again on the same port and its peers come back.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -23,6 +30,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use lcp::lnd::LndConnection;
 use lcp::payd::lnd::wire::{b64_decode, b64_encode};
 use lcp::payd::lnd::LndConfig;
 use lightning::bitcoin::hashes::{sha256, Hash};
@@ -149,6 +157,25 @@ pub struct NodeState {
     pub subscription: bool,
     /// `POST /v2/router/send` calls that reached the router.
     pub sends: u64,
+    /// Connected peers: address and whether they dialed us.
+    pub peers: HashMap<PublicKey, (String, bool)>,
+    peer_subscribers: Vec<mpsc::UnboundedSender<Bytes>>,
+    custom_subscribers: Vec<mpsc::UnboundedSender<Bytes>>,
+    /// Custom messages this node sent: (to, type, data).
+    pub custom_sent: Vec<(PublicKey, u16, Vec<u8>)>,
+    /// The REST address (where peers dial it).
+    pub addr: String,
+}
+
+fn peer_event(node: &PublicKey, online: bool) -> Bytes {
+    let kind = if online { "PEER_ONLINE" } else { "PEER_OFFLINE" };
+    line(json!({ "result": { "pub_key": hex::encode(node.serialize()), "type": kind } }))
+}
+
+fn custom_line(from: &PublicKey, msg_type: u16, data: &[u8]) -> Bytes {
+    line(json!({ "result": {
+        "peer": b64_encode(&from.serialize(), false), "type": msg_type, "data": b64_encode(data, false)
+    } }))
 }
 
 /// The shared ledger of all stand-in nodes.
@@ -180,6 +207,53 @@ impl Ledger {
         if let Some(n) = nodes.get_mut(&b) {
             n.channels.push(StChannel { remote: a, local_sat: 0, remote_sat: sat, reserve_sat, active: true });
         }
+    }
+
+    /// Connects `a` (dialing) and `b`, as lnd's `ConnectPeer` does; both report the other online.
+    /// False if they already were.
+    pub fn connect_peers(&self, a: PublicKey, b: PublicKey) -> bool {
+        let mut nodes = self.nodes.lock().expect("ledger");
+        let (Some(addr_a), Some(addr_b)) =
+            (nodes.get(&a).map(|n| n.addr.clone()), nodes.get(&b).map(|n| n.addr.clone()))
+        else {
+            return false;
+        };
+        if nodes.get(&a).is_some_and(|n| n.peers.contains_key(&b)) {
+            return false;
+        }
+        for (me, other, addr, inbound) in [(a, b, addr_b, false), (b, a, addr_a, true)] {
+            let n = nodes.get_mut(&me).expect("node");
+            n.peers.insert(other, (addr, inbound));
+            let ev = peer_event(&other, true);
+            n.peer_subscribers.retain(|s| s.send(ev.clone()).is_ok());
+        }
+        true
+    }
+
+    /// Disconnects `a` and `b`; both report the other offline. False if they were not connected.
+    pub fn disconnect_peers(&self, a: PublicKey, b: PublicKey) -> bool {
+        let mut nodes = self.nodes.lock().expect("ledger");
+        let mut was = false;
+        for (me, other) in [(a, b), (b, a)] {
+            if let Some(n) = nodes.get_mut(&me) {
+                if n.peers.remove(&other).is_some() {
+                    was = true;
+                    let ev = peer_event(&other, false);
+                    n.peer_subscribers.retain(|s| s.send(ev.clone()).is_ok());
+                }
+            }
+        }
+        was
+    }
+
+    /// Delivers a custom message from `from` to `to` (their subscribers), as lnd does for a
+    /// message its peer sent. False if they are not connected.
+    pub fn deliver_custom(&self, from: PublicKey, to: PublicKey, msg_type: u16, data: &[u8]) -> bool {
+        let mut nodes = self.nodes.lock().expect("ledger");
+        let Some(n) = nodes.get_mut(&to).filter(|n| n.peers.contains_key(&from)) else { return false };
+        let l = custom_line(&from, msg_type, data);
+        n.custom_subscribers.retain(|s| s.send(l.clone()).is_ok());
+        true
     }
 
     /// Payments stay in flight while held; released, they complete.
@@ -240,6 +314,26 @@ impl Ledger {
     }
 }
 
+/// A real lnd, when `LCP_LIVE_LND_REST` (https://HOST:PORT) is set with `LCP_LIVE_LND_TLS_CERT`,
+/// `LCP_LIVE_LND_MACAROON` and optionally `LCP_LIVE_LND_NETWORK` (default regtest).
+pub fn live_lnd() -> Option<(LndConnection, lcp::config::Network)> {
+    let Ok(url) = std::env::var("LCP_LIVE_LND_REST") else {
+        eprintln!(
+            "skipped: set LCP_LIVE_LND_REST, LCP_LIVE_LND_TLS_CERT and LCP_LIVE_LND_MACAROON to run against a live lnd"
+        );
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set with LCP_LIVE_LND_REST"));
+    let network = std::env::var("LCP_LIVE_LND_NETWORK").unwrap_or_else(|_| "regtest".into()).parse().expect("network");
+    let conn = LndConnection {
+        rest_url: url,
+        tls_cert: var("LCP_LIVE_LND_TLS_CERT").into(),
+        macaroon: var("LCP_LIVE_LND_MACAROON").into(),
+        request_timeout: lcp::lnd::DEFAULT_REQUEST_TIMEOUT,
+    };
+    Some((conn, network))
+}
+
 /// One stand-in lnd node: an HTTPS server on 127.0.0.1 and its files.
 pub struct StandinNode {
     pub addr: std::net::SocketAddr,
@@ -248,13 +342,52 @@ pub struct StandinNode {
     pub dir: tempfile::TempDir,
     pub cert_path: PathBuf,
     pub macaroon_path: PathBuf,
-    stop: CancellationToken,
+    stop: Mutex<CancellationToken>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    macaroon_hex: String,
+    served: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Drop for StandinNode {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.stop.lock().expect("stop").cancel();
     }
+}
+
+/// Serves `listener` until `stop` fires (then the listener is dropped and open connections end).
+fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ledger: Arc<Ledger>,
+    id: PublicKey,
+    mac: String,
+    stop: CancellationToken,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                _ = stop.cancelled() => break,
+                a = listener.accept() => match a { Ok((tcp, _)) => tcp, Err(_) => break },
+            };
+            let (acceptor, st, l, mac) = (acceptor.clone(), stop.clone(), ledger.clone(), mac.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req| {
+                    let (l, mac) = (l.clone(), mac.clone());
+                    async move { Ok::<_, Infallible>(handle(&l, id, &mac, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+                tokio::select! {
+                    _ = st.cancelled() => {}
+                    _ = conn => {}
+                }
+            });
+        }
+        drop(listener);
+        let _ = done_tx.send(());
+    });
+    done
 }
 
 /// A certificate like lnd's: self-signed, ECDSA P-256, CA:TRUE, SAN localhost and 127.0.0.1.
@@ -287,6 +420,11 @@ impl StandinNode {
                 requests: Vec::new(),
                 subscription: true,
                 sends: 0,
+                peers: HashMap::new(),
+                peer_subscribers: Vec::new(),
+                custom_subscribers: Vec::new(),
+                custom_sent: Vec::new(),
+                addr: String::new(),
             },
         );
         let dir = tempfile::tempdir().expect("tempdir");
@@ -307,29 +445,51 @@ impl StandinNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
-        let (st, l, mac) = (stop.clone(), ledger.clone(), hex::encode(&macaroon));
-        tokio::spawn(async move {
-            loop {
-                let tcp = tokio::select! {
-                    _ = st.cancelled() => return,
-                    a = listener.accept() => match a { Ok((tcp, _)) => tcp, Err(_) => return },
-                };
-                let (acceptor, st, l, mac) = (acceptor.clone(), st.clone(), l.clone(), mac.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (l, mac) = (l.clone(), mac.clone());
-                        async move { Ok::<_, Infallible>(handle(&l, id, &mac, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
-                    tokio::select! {
-                        _ = st.cancelled() => {}
-                        _ = conn => {}
-                    }
-                });
-            }
+        let mac = hex::encode(&macaroon);
+        ledger.with(&id, |n| n.addr = format!("127.0.0.1:{}", addr.port()));
+        let served = serve(listener, acceptor.clone(), ledger.clone(), id, mac.clone(), stop.clone());
+        StandinNode {
+            addr,
+            id,
+            ledger: ledger.clone(),
+            dir,
+            cert_path,
+            macaroon_path,
+            stop: Mutex::new(stop),
+            acceptor,
+            macaroon_hex: mac,
+            served: Mutex::new(Some(served)),
+        }
+    }
+
+    /// An lnd restart: the REST port closes (its streams end), the peers go offline, then it
+    /// serves again on the same port with the same certificate and macaroon, and the peers it
+    /// had come back online (lnd reconnects the peers it has channels with).
+    pub async fn restart(&self) {
+        let old = self.stop.lock().expect("stop").clone();
+        old.cancel();
+        let peers: Vec<PublicKey> = self.ledger.with(&self.id, |n| {
+            n.peer_subscribers.clear();
+            n.custom_subscribers.clear();
+            n.subscribers.clear();
+            n.peers.keys().copied().collect()
         });
-        StandinNode { addr, id, ledger: ledger.clone(), dir, cert_path, macaroon_path, stop }
+        for p in &peers {
+            self.ledger.disconnect_peers(self.id, *p);
+        }
+        let served = self.served.lock().expect("served").take();
+        if let Some(served) = served {
+            let _ = served.await; // the old listener is dropped
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("rebind the same port");
+        let stop = CancellationToken::new();
+        *self.stop.lock().expect("stop") = stop.clone();
+        let served =
+            serve(listener, self.acceptor.clone(), self.ledger.clone(), self.id, self.macaroon_hex.clone(), stop);
+        *self.served.lock().expect("served") = Some(served);
+        for p in peers {
+            self.ledger.connect_peers(p, self.id);
+        }
     }
 
     pub fn url(&self) -> String {
@@ -340,18 +500,25 @@ impl StandinNode {
     pub fn config(&self, state_dir: PathBuf) -> LndConfig {
         LndConfig {
             network: lcp::config::Network::Regtest,
+            conn: self.connection(),
+            state_dir,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// How to reach this node (the shared lnd options).
+    pub fn connection(&self) -> LndConnection {
+        LndConnection {
             rest_url: self.url(),
             tls_cert: self.cert_path.clone(),
             macaroon: self.macaroon_path.clone(),
-            state_dir,
-            poll_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(10),
         }
     }
 
     /// Stops serving: the port closes and open connections break.
     pub fn stop(&self) {
-        self.stop.cancel();
+        self.stop.lock().expect("stop").cancel();
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -472,13 +639,68 @@ async fn handle(ledger: &Arc<Ledger>, me: PublicKey, macaroon_hex: &str, req: Re
             if !ledger.with(&me, |n| n.subscription) {
                 return grpc_error(StatusCode::SERVICE_UNAVAILABLE, 14, "invoice subscription unavailable");
             }
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            ledger.with(&me, |n| n.subscribers.push(tx));
-            // As lnd's gateway: the head comes with the first message.
-            match rx.recv().await {
-                Some(first) => stream(vec![first], Some(rx)),
-                None => grpc_error(StatusCode::SERVICE_UNAVAILABLE, 14, "subscription closed"),
+            subscription(ledger, me, |n| &mut n.subscribers).await
+        }
+        ("GET", ["v1", "peers", "subscribe"]) => subscription(ledger, me, |n| &mut n.peer_subscribers).await,
+        ("GET", ["v1", "custommessage", "subscribe"]) => subscription(ledger, me, |n| &mut n.custom_subscribers).await,
+        ("GET", ["v1", "peers"]) => {
+            let peers: Vec<Value> = ledger.with(&me, |n| {
+                n.peers
+                    .iter()
+                    .map(|(id, (addr, inbound))| {
+                        json!({
+                            "pub_key": hex::encode(id.serialize()), "address": addr, "inbound": inbound,
+                            "bytes_sent": "0", "bytes_recv": "0", "ping_time": "0", "sync_type": "PASSIVE_SYNC",
+                            "features": { "1": { "name": "data-loss-protect", "is_required": false, "is_known": true } },
+                        })
+                    })
+                    .collect()
+            });
+            reply(StatusCode::OK, json!({ "peers": peers }))
+        }
+        ("POST", ["v1", "peers"]) => {
+            let pk = body["addr"]["pubkey"].as_str().and_then(|h| hex::decode(h).ok());
+            let Some(to) = pk.and_then(|b| PublicKey::from_slice(&b).ok()) else {
+                return grpc_error(StatusCode::BAD_REQUEST, 3, "invalid pubkey");
+            };
+            let host = body["addr"]["host"].as_str().unwrap_or("");
+            let known = ledger.nodes.lock().expect("ledger").get(&to).map(|n| n.addr.clone());
+            if known.as_deref() != Some(host) {
+                return grpc_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    2,
+                    &format!("dial tcp {host}: connection refused"),
+                );
             }
+            if !ledger.connect_peers(me, to) {
+                let msg = format!("already connected to peer: {}@{host}", hex::encode(to.serialize()));
+                return grpc_error(StatusCode::INTERNAL_SERVER_ERROR, 2, &msg);
+            }
+            reply(StatusCode::OK, json!({ "status": "" }))
+        }
+        ("DELETE", ["v1", "peers", pk]) => {
+            let Some(other) = hex::decode(pk).ok().and_then(|b| PublicKey::from_slice(&b).ok()) else {
+                return grpc_error(StatusCode::BAD_REQUEST, 3, "invalid pubkey");
+            };
+            if ledger.disconnect_peers(me, other) {
+                reply(StatusCode::OK, json!({ "status": "" }))
+            } else {
+                grpc_error(StatusCode::INTERNAL_SERVER_ERROR, 2, &format!("peer {pk} is not connected"))
+            }
+        }
+        ("POST", ["v1", "custommessage"]) => {
+            let peer = body["peer"].as_str().and_then(b64_decode).and_then(|b| PublicKey::from_slice(&b).ok());
+            let Some(to) = peer else { return grpc_error(StatusCode::BAD_REQUEST, 3, "invalid peer") };
+            let t = body["type"].as_u64().or_else(|| body["type"].as_str().and_then(|t| t.parse().ok())).unwrap_or(0);
+            let Ok(t) = u16::try_from(t).map_err(|_| ()).and_then(|t| if t >= 32768 { Ok(t) } else { Err(()) }) else {
+                return grpc_error(StatusCode::BAD_REQUEST, 3, &format!("custom message type {t} is below 32768"));
+            };
+            let data = body["data"].as_str().and_then(b64_decode).unwrap_or_default();
+            if !ledger.deliver_custom(me, to, t, &data) {
+                return grpc_error(StatusCode::INTERNAL_SERVER_ERROR, 2, "peer is not connected");
+            }
+            ledger.with(&me, |n| n.custom_sent.push((to, t, data)));
+            reply(StatusCode::OK, json!({ "status": "message sent successfully" }))
         }
         ("GET", ["v1", "payreq", pr]) => match decode_payreq(&percent_decode(pr)) {
             Ok(inv) => {
@@ -545,6 +767,21 @@ async fn handle(ledger: &Arc<Ledger>, me: PublicKey, macaroon_hex: &str, req: Re
             reply(StatusCode::OK, json!({ "channels": chans }))
         }
         _ => grpc_error(StatusCode::NOT_FOUND, 12, "Not Found"),
+    }
+}
+
+/// A subscription stream: registered at once, and, as lnd's gateway does, its head sent with the
+/// first message.
+async fn subscription(
+    ledger: &Arc<Ledger>,
+    me: PublicKey,
+    list: fn(&mut NodeState) -> &mut Vec<mpsc::UnboundedSender<Bytes>>,
+) -> Response<Body> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    ledger.with(&me, |n| list(n).push(tx));
+    match rx.recv().await {
+        Some(first) => stream(vec![first], Some(rx)),
+        None => grpc_error(StatusCode::SERVICE_UNAVAILABLE, 14, "subscription closed"),
     }
 }
 

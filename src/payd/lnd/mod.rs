@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::lnd::{Identity, IdentityError, LndConnection, SetupError};
 use crate::payd::backend::{
     check_invoice_terms, check_unexpired, decode_bolt11, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
     InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
@@ -41,12 +42,8 @@ use crate::payd::ldk::Store;
 use rest::{LineStream, LndRest, RestError};
 use wire::{b64_32, b64_encode, url_escape, CODE_ALREADY_EXISTS, CODE_NOT_FOUND};
 
-/// Default REST endpoint of a local lnd.
-pub const DEFAULT_REST_URL: &str = "https://127.0.0.1:8080";
 /// Default interval of the settlement poll (while the subscription is not live).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// Default timeout of unary calls (and of connecting).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// File name of the backend's records inside payd's state directory.
 pub const DB_FILE: &str = "lnd.sqlite";
 /// Longest wait between two attempts to reach lnd again while tracking a payment.
@@ -57,29 +54,13 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct LndConfig {
     /// The network; lnd must run on it. Devnet is refused (it is the embedded engine's).
     pub network: Network,
-    /// `https://HOST:PORT` of lnd's REST listener.
-    pub rest_url: String,
-    /// lnd's `tls.cert`: the only certificate trusted.
-    pub tls_cert: PathBuf,
-    /// A macaroon file (invoices:read/write, offchain:read/write, info:read suffice).
-    pub macaroon: PathBuf,
+    /// How to reach lnd (shared with peerd's lnd transport). The macaroon needs
+    /// invoices:read/write, offchain:read/write and info:read.
+    pub conn: LndConnection,
     /// Directory of payd's records (created if missing).
     pub state_dir: PathBuf,
     /// Interval of the settlement poll.
     pub poll_interval: Duration,
-    /// Timeout of unary calls.
-    pub request_timeout: Duration,
-}
-
-/// lnd's name of a network (`GetInfo.chains[].network`).
-pub fn lnd_network_name(network: Network) -> Option<&'static str> {
-    match network {
-        Network::Devnet => None,
-        Network::Regtest => Some("regtest"),
-        Network::Signet => Some("signet"),
-        Network::Testnet => Some("testnet"),
-        Network::Mainnet => Some("mainnet"),
-    }
 }
 
 use crate::clock::now_secs;
@@ -187,17 +168,10 @@ impl Drop for LndBackend {
 
 /// Builds the REST client from the configuration: reads the certificate and macaroon files.
 pub fn client(config: &LndConfig) -> Result<LndRest, PaydError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| PaydError::Io { path: path.display().to_string(), source })
-    };
-    let pem = read(&config.tls_cert)?;
-    let certs = rest::parse_certificates(&pem).map_err(|reason| PaydError::InvalidArgument {
-        field: "lnd_tls_cert",
-        reason: format!("{}: {reason}", config.tls_cert.display()),
-    })?;
-    let macaroon = read(&config.macaroon)?;
-    LndRest::new(&config.rest_url, certs, &macaroon, config.request_timeout)
-        .map_err(|reason| PaydError::InvalidArgument { field: "lnd_rest_url", reason })
+    config.conn.client().map_err(|e| match e {
+        SetupError::Io { path, source } => PaydError::Io { path, source },
+        SetupError::Invalid { field, reason } => PaydError::InvalidArgument { field, reason },
+    })
 }
 
 impl LndBackend {
@@ -207,30 +181,19 @@ impl LndBackend {
     /// Fails with [`PaydError::BackendUnavailable`] when lnd cannot be reached (or its certificate
     /// is not the pinned one); the caller may try again.
     pub async fn start(config: LndConfig) -> Result<Arc<LndBackend>, PaydError> {
-        let Some(want) = lnd_network_name(config.network) else {
+        if config.network == Network::Devnet {
             return Err(PaydError::InvalidArgument {
                 field: "network",
                 reason: "the lnd backend does not run on devnet (devnet is the embedded engine only)".into(),
             });
-        };
-        let rest = client(&config)?;
-        let info: wire::GetInfo =
-            rest.call(Method::GET, "/v1/getinfo", None).await.map_err(|e| backend_err("getinfo", e))?;
-        let node_id =
-            hex::decode(&info.identity_pubkey).ok().and_then(|b| PublicKey::from_slice(&b).ok()).ok_or_else(|| {
-                PaydError::BackendRefused {
-                    op: "getinfo",
-                    reason: format!("identity_pubkey {:?} is not a node id", info.identity_pubkey),
-                }
-            })?;
-        let networks: Vec<&str> = info.chains.iter().map(|c| c.network.as_str()).collect();
-        if !networks.contains(&want) {
-            return Err(PaydError::BackendRefused {
-                op: "getinfo",
-                reason: format!("lnd runs on {networks:?}, but payd is configured for {want}"),
-            });
         }
-        if !info.synced_to_chain {
+        let rest = client(&config)?;
+        let Identity { node_id, synced_to_chain } =
+            crate::lnd::identity(&rest, config.network).await.map_err(|e| match e {
+                IdentityError::Rest(e) => backend_err("getinfo", e),
+                IdentityError::Refused(reason) => PaydError::BackendRefused { op: "getinfo", reason },
+            })?;
+        if !synced_to_chain {
             tracing::warn!(target: "payd::lnd", "lnd is not synced to the chain yet");
         }
         std::fs::create_dir_all(&config.state_dir)
@@ -252,7 +215,7 @@ impl LndBackend {
             pay_lock: tokio::sync::Mutex::new(()),
             followed: Mutex::new(HashSet::new()),
             poll_interval: config.poll_interval,
-            request_timeout: config.request_timeout,
+            request_timeout: config.conn.request_timeout,
             shutdown: CancellationToken::new(),
         });
         tracing::info!(target: "payd::lnd", url = %inner.rest.base(), node_id = %node_id, pending = pending.len(), "connected to lnd");
