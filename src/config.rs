@@ -256,7 +256,15 @@ pub fn args_from_env<A: clap::Args>(what: &'static str) -> Result<A, ConfigError
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let err = |msg: String| ConfigError::File { path: path.display().to_string(), msg };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| err(e.message().replace('\n', " ")))
+    toml::from_str(&text).map_err(|e| {
+        let mut msg = e.message().replace('\n', " ");
+        if ["lnd_rest_url", "lnd_tls_cert", "lnd_macaroon"].iter().any(|k| msg.contains(&format!("`{k}`"))) {
+            msg.push_str(
+                " (the lnd settings moved from [payd] lnd_* to the [lnd] section: rest_url, tls_cert, macaroon)",
+            );
+        }
+        err(msg)
+    })
 }
 
 #[cfg(test)]
@@ -292,6 +300,15 @@ mod tests {
         assert_eq!(c.log_level, "info");
         let (c, _) = parse(&["--datadir", dd, "-vv"]).resolve().unwrap();
         assert_eq!(c.log_level, "trace");
+    }
+
+    #[test]
+    fn old_lnd_keys_under_payd_say_where_they_moved() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("lcp.toml");
+        std::fs::write(&f, "[payd]\nlnd_rest_url = \"https://127.0.0.1:8080\"\n").unwrap();
+        let e = load_file(&f).unwrap_err().to_string();
+        assert!(e.contains("lnd_rest_url") && e.contains("moved") && e.contains("[lnd]"), "{e}");
     }
 
     #[test]
