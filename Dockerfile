@@ -22,18 +22,20 @@ WORKDIR /src
 # nothing to copy (cargo ignores a vendor directory's plain files).
 COPY .dockerignore vendo[r] ./vendor/
 COPY Cargo.toml Cargo.lock ./
-# The benchmarks are declared in the manifest, so cargo wants their files; they change rarely.
-COPY benches ./benches
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TERM_COLOR=never
-# Dependencies first, in their own layer: the library and binaries as empty stubs, built once,
-# then the stubs' own artifacts removed. A change in src/ rebuilds only this crate.
+# Dependencies first, in their own layer: every target of the manifest (library, binaries,
+# benchmarks) as an empty stub, built once, then the stubs' own artifacts removed. A change in
+# src/ or benches/ rebuilds only this crate.
 RUN if [ "$VENDORED" = 1 ]; then mkdir -p .cargo && printf '%s\n' '[source.crates-io]' \
       'replace-with = "vendored-sources"' '[source.vendored-sources]' 'directory = "vendor"' > .cargo/config.toml; fi \
- && for f in $(sed -n 's/^path = "\(.*\.rs\)"$/\1/p' Cargo.toml); do mkdir -p "$(dirname "$f")"; echo 'fn main() {}' > "$f"; done \
+ && for f in $(sed -n 's/^path = "\(.*\.rs\)"$/\1/p' Cargo.toml) \
+      $(awk '/^\[\[bench\]\]/ { b = 1; next } b && /^name = / { gsub(/"/, "", $3); print "benches/" $3 ".rs"; b = 0 }' Cargo.toml); \
+    do mkdir -p "$(dirname "$f")"; echo 'fn main() {}' > "$f"; done \
  && cargo build --release --locked --bins ${BUILD_JOBS:+-j "$BUILD_JOBS"} \
  && cargo clean --release -p lcp-node \
- && rm -rf src
+ && rm -rf src benches
 COPY src ./src
+COPY benches ./benches
 RUN cargo build --release --locked --bins ${BUILD_JOBS:+-j "$BUILD_JOBS"} \
  && mkdir /out \
  && for b in lcpnode peerd lcpd jobd payd lcp-cli lcp-gateway; do cp "target/release/$b" /out/; done
