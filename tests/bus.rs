@@ -184,6 +184,9 @@ async fn lcp_cli_status_and_env_precedence() {
     wait_services(&c, &[ServiceId::Jobd("from-env".into()), ServiceId::Jobd("from-flag".into()), ServiceId::Peerd])
         .await
         .unwrap();
+    // A service registers before it has read its node key (a slow disk can make that take a
+    // while): wait for the node id, which status prints.
+    testkit::peerd_address(&c).await.unwrap();
     c.close();
 
     let dir = node.dir.path().to_str().unwrap().to_string();
