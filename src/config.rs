@@ -125,6 +125,14 @@ pub struct NodeArgs {
     /// Bus client key file, to join a bus on another host [default: DATADIR/bus/client.key]
     #[arg(long, env = "LCP_BUS_KEY", global = true, value_name = "FILE")]
     pub bus_key: Option<PathBuf>,
+    /// Bus broker key file, for the process hosting the bus; must exist when given (`lcp-cli bus
+    /// keygen` makes one) [default: DATADIR/bus/server.key, made on first start]
+    #[arg(long, env = "LCP_BUS_SERVER_KEY", global = true, value_name = "FILE")]
+    pub bus_server_key: Option<PathBuf>,
+    /// Node key file (the Lightning identity), for services in separate containers that share it
+    /// [default: DATADIR/node.key]
+    #[arg(long, env = "LCP_NODE_KEY", global = true, value_name = "FILE")]
+    pub node_key: Option<PathBuf>,
     /// Log level or tracing filter (RUST_LOG overrides) [default: info]
     #[arg(long, env = "LCP_LOG_LEVEL", global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -143,6 +151,10 @@ pub struct NodeFile {
     pub bus: Option<String>,
     /// See [`NodeArgs::bus_key`].
     pub bus_key: Option<PathBuf>,
+    /// See [`NodeArgs::bus_server_key`].
+    pub bus_server_key: Option<PathBuf>,
+    /// See [`NodeArgs::node_key`].
+    pub node_key: Option<PathBuf>,
     /// See [`NodeArgs::log_level`].
     pub log_level: Option<String>,
 }
@@ -185,6 +197,10 @@ pub struct NodeConfig {
     pub bus: Endpoint,
     /// Bus client key file.
     pub bus_key: PathBuf,
+    /// Bus broker key file when set; `None`: `DATADIR/bus/server.key`, made on first start.
+    pub bus_server_key: Option<PathBuf>,
+    /// Node key file.
+    pub node_key: PathBuf,
     /// Log filter.
     pub log_level: String,
     /// The file the rest came from, if any.
@@ -231,6 +247,12 @@ impl NodeArgs {
             network: pick(self.network, file.node.network, DEFAULT_NETWORK),
             bus,
             bus_key: pick(self.bus_key.clone(), file.node.bus_key.clone(), datadir.join("bus").join("client.key")),
+            bus_server_key: self.bus_server_key.clone().or_else(|| file.node.bus_server_key.clone()),
+            node_key: pick(
+                self.node_key.clone(),
+                file.node.node_key.clone(),
+                datadir.join(crate::datadir::NODE_KEY_FILE),
+            ),
             log_level: level,
             datadir,
             config_file,
@@ -250,6 +272,13 @@ pub fn args_from_env<A: clap::Args>(what: &'static str) -> Result<A, ConfigError
     <EnvOnly<A> as clap::Parser>::try_parse_from(["env"])
         .map(|e| e.args)
         .map_err(|e| ConfigError::Invalid { what, msg: e.to_string().trim().replace('\n', " ") })
+}
+
+impl NodeConfig {
+    /// Opens (and on first use creates) the data directory, with the node key where configured.
+    pub fn open_datadir(&self) -> Result<crate::datadir::Datadir, crate::datadir::DatadirError> {
+        Ok(crate::datadir::Datadir::open(&self.datadir)?.with_node_key(&self.node_key))
+    }
 }
 
 /// Reads and validates a config file.
@@ -309,6 +338,26 @@ mod tests {
         std::fs::write(&f, "[payd]\nlnd_rest_url = \"https://127.0.0.1:8080\"\n").unwrap();
         let e = load_file(&f).unwrap_err().to_string();
         assert!(e.contains("lnd_rest_url") && e.contains("moved") && e.contains("[lnd]"), "{e}");
+    }
+
+    #[test]
+    fn key_files_default_to_the_datadir_and_can_live_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        let dd = d.path().to_str().unwrap();
+        let (c, _) = parse(&["--datadir", dd]).resolve().unwrap();
+        assert_eq!(c.node_key, d.path().join("node.key"));
+        assert_eq!(c.bus_key, d.path().join("bus/client.key"));
+        assert_eq!(c.bus_server_key, None);
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "[node]\nnode_key = \"/file/node.key\"\nbus_server_key = \"/file/server.key\"\n").unwrap();
+        let cf = f.to_str().unwrap();
+        let (c, _) = parse(&["--datadir", dd, "--config", cf]).resolve().unwrap();
+        assert_eq!(
+            (c.node_key.to_str(), c.bus_server_key.as_deref()),
+            (Some("/file/node.key"), Some(Path::new("/file/server.key")))
+        );
+        let (c, _) = parse(&["--datadir", dd, "--config", cf, "--node-key", "/flag/node.key"]).resolve().unwrap();
+        assert_eq!(c.node_key, Path::new("/flag/node.key"));
     }
 
     #[test]

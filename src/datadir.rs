@@ -3,7 +3,8 @@
 //! Layout:
 //! ```text
 //! DATADIR/            0700
-//!   node.key          0600  32-byte secp256k1 secret, shared by peerd and payd
+//!   node.key          0600  32-byte secp256k1 secret, shared by peerd, payd and lcpd (or at
+//!                           `--node-key FILE`, e.g. a volume that containers share)
 //!   bus/server.key    0600  broker CURVE keys (see crate::bus::keys)
 //!   bus/client.key    0600  client CURVE keys: copy it to add a worker on another host
 //!   bus.endpoint            the remote bus endpoint as bound by the broker
@@ -11,7 +12,7 @@
 //!   lcp.toml                optional config file
 //! ```
 
-use crate::bus::{keys, BusError, ClientKeys, Endpoint, ServerKeys};
+use crate::bus::{keys, BusError, Endpoint, ServerKeys};
 use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use std::fs;
 use std::io::Write;
@@ -60,10 +61,14 @@ impl std::fmt::Debug for NodeSecret {
     }
 }
 
+/// Name of the node key file in the data directory.
+pub const NODE_KEY_FILE: &str = "node.key";
+
 /// An opened data directory.
 #[derive(Clone, Debug)]
 pub struct Datadir {
     root: PathBuf,
+    node_key: PathBuf,
 }
 
 impl Datadir {
@@ -76,7 +81,13 @@ impl Datadir {
         if !root.is_dir() {
             return Err(DatadirError::Invalid { path: root.display().to_string(), msg: "not a directory".into() });
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self { root: root.to_path_buf(), node_key: root.join(NODE_KEY_FILE) })
+    }
+
+    /// The same directory with the node key at `path` instead of `DATADIR/node.key`.
+    pub fn with_node_key(mut self, path: &Path) -> Self {
+        self.node_key = path.to_path_buf();
+        self
     }
 
     /// The directory.
@@ -85,30 +96,32 @@ impl Datadir {
     }
 
     /// Loads the node key, creating it on first start (atomically: concurrent first starts of
-    /// several daemons agree on one key).
+    /// several daemons, also in several containers sharing the key's directory, agree on one key).
     pub fn node_secret(&self) -> Result<NodeSecret, DatadirError> {
-        let path = self.root.join("node.key");
+        let path = &self.node_key;
         if !path.exists() {
+            // The temporary file is made beside the key: link() works within one file system only.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let sk = loop {
                 // A uniformly random 32-byte string is a valid key except with negligible probability.
                 if let Ok(sk) = SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
                     break sk;
                 }
             };
-            let tmp = self.root.join(format!(".node.key.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+            let tmp = dir.join(format!(".node.key.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
             let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
             f.write_all(&sk.secret_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
             drop(f);
             // link() fails if another process created the key first; then theirs wins.
-            let linked = fs::hard_link(&tmp, &path);
+            let linked = fs::hard_link(&tmp, path);
             let _ = fs::remove_file(&tmp);
             match linked {
                 Ok(()) => tracing::info!(target: "node", "created node key {}", path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io(&path)(e)),
+                Err(e) => return Err(io(path)(e)),
             }
         }
-        let meta = fs::metadata(&path).map_err(io(&path))?;
+        let meta = fs::metadata(path).map_err(io(path))?;
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(DatadirError::Invalid {
                 path: path.display().to_string(),
@@ -118,16 +131,20 @@ impl Datadir {
                 ),
             });
         }
-        let bytes = fs::read(&path).map_err(io(&path))?;
+        let bytes = fs::read(path).map_err(io(path))?;
         let invalid = |msg: &str| DatadirError::Invalid { path: path.display().to_string(), msg: msg.into() };
         let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid("node key must be exactly 32 bytes"))?;
         let sk = SecretKey::from_slice(&arr).map_err(|_| invalid("not a valid secp256k1 secret key"))?;
         Ok(NodeSecret(sk))
     }
 
-    /// Broker and client bus keys, created on first start (for the process hosting the broker).
-    pub fn bus_keys(&self) -> Result<(ServerKeys, ClientKeys), DatadirError> {
-        Ok(keys::load_or_create(&self.root.join("bus"))?)
+    /// The broker's bus keys: from `server_key` when given (it must exist), else
+    /// `DATADIR/bus/server.key`, created with its client key on first start.
+    pub fn bus_server_keys(&self, server_key: Option<&Path>) -> Result<ServerKeys, DatadirError> {
+        match server_key {
+            Some(p) => Ok(keys::load_server(p)?),
+            None => Ok(keys::load_or_create(&self.root.join("bus"))?.0),
+        }
     }
 
     /// Path of a service's SQLite file.
@@ -165,7 +182,7 @@ mod tests {
         let k1 = dd.node_secret().unwrap();
         let k2 = dd.node_secret().unwrap();
         assert_eq!(k1.secret_bytes(), k2.secret_bytes());
-        let p = dd.root().join("node.key");
+        let p = dd.root().join(NODE_KEY_FILE);
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(dd.root()).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(k1.node_id().len(), 33);
@@ -197,6 +214,20 @@ mod tests {
         fs::write(&p, [1u8; 32]).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(dd.node_secret().unwrap_err().to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn node_key_elsewhere_is_shared_by_two_datadirs() {
+        let d = tempfile::tempdir().unwrap();
+        let shared = d.path().join("identity");
+        fs::create_dir(&shared).unwrap();
+        let key = shared.join(NODE_KEY_FILE);
+        let a = Datadir::open(&d.path().join("a")).unwrap().with_node_key(&key);
+        let b = Datadir::open(&d.path().join("b")).unwrap().with_node_key(&key);
+        assert_eq!(a.node_secret().unwrap().node_id(), b.node_secret().unwrap().node_id());
+        assert!(key.exists() && !d.path().join("a").join(NODE_KEY_FILE).exists());
+        // Only the key is left in the shared directory, no temporary file.
+        assert_eq!(fs::read_dir(&shared).unwrap().count(), 1);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub fn node_config(dir: &std::path::Path) -> anyhow::Result<AllConfig> {
         network: Network::Devnet,
         bus: format!("ipc://{}", dir.join("bus.sock").display()).parse()?,
         bus_key: dir.join("bus").join("client.key"),
+        bus_server_key: None,
+        node_key: dir.join(crate::datadir::NODE_KEY_FILE),
         log_level: "warn".into(),
         config_file: None,
     };

@@ -18,11 +18,13 @@ pub fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the global subscriber (once per process; later calls are no-ops). Logs go to stderr.
+/// Installs the global subscriber (once per process; later calls are no-ops). Logs go to stderr,
+/// coloured only on a terminal (not into log files, `docker logs` or journald).
 pub fn init(level: &str) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| filter_for(level)),
         _ => filter_for(level),
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }

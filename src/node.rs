@@ -133,12 +133,12 @@ pub fn unique_inproc() -> Endpoint {
 }
 
 /// Starts the broker for a node: inproc for this process, plus the configured remote endpoint
-/// with CURVE keys from the data directory. Records the bound remote endpoint in the datadir.
-pub fn start_broker(cfg: &NodeConfig, dd: &Datadir) -> anyhow::Result<(ZmqBroker, ClientKeys)> {
-    let (server, client) = dd.bus_keys()?;
+/// with CURVE keys (`--bus-server-key`, else from the data directory). Records the bound remote
+/// endpoint in the datadir.
+pub fn start_broker(cfg: &NodeConfig, dd: &Datadir) -> anyhow::Result<ZmqBroker> {
     let remote = match &cfg.bus {
         Endpoint::Inproc(_) => None,
-        ep => Some((ep.clone(), server)),
+        ep => Some((ep.clone(), dd.bus_server_keys(cfg.bus_server_key.as_deref())?)),
     };
     let inproc = match &cfg.bus {
         Endpoint::Inproc(_) => cfg.bus.clone(),
@@ -149,7 +149,7 @@ pub fn start_broker(cfg: &NodeConfig, dd: &Datadir) -> anyhow::Result<(ZmqBroker
         dd.write_bus_endpoint(ep)?;
         tracing::info!(target: "node", endpoint = %ep, "bus listening");
     }
-    Ok((broker, client))
+    Ok(broker)
 }
 
 /// A service's request loop: every request goes to `handle` and its result is the reply; events
@@ -194,13 +194,13 @@ pub fn unimplemented(service: &str, msg: &Incoming) -> RemoteError {
 /// service itself. Returns after SIGINT/SIGTERM once the service has stopped.
 pub fn run_daemon(cfg: &NodeConfig, id: ServiceId, host_broker: bool, f: ServiceFn) -> anyhow::Result<()> {
     crate::logging::init(&cfg.log_level);
-    let dd = Datadir::open(&cfg.datadir)?;
+    let dd = cfg.open_datadir()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone())?;
         let (_broker, endpoint, keys) = if host_broker {
-            let (broker, _client) = start_broker(cfg, &dd)?;
+            let broker = start_broker(cfg, &dd)?;
             let ep =
                 broker.inproc_endpoint().cloned().ok_or_else(|| anyhow::anyhow!("broker has no inproc endpoint"))?;
             (Some(broker), ep, None)
@@ -292,9 +292,9 @@ pub struct AllInOne {
 impl AllInOne {
     /// Starts the broker and every service.
     pub fn start(cfg: AllConfig) -> anyhow::Result<Self> {
-        let dd = Datadir::open(&cfg.node.datadir)?;
+        let dd = cfg.node.open_datadir()?;
         dd.node_secret()?; // create it once, before services race for it
-        let (broker, _client) = start_broker(&cfg.node, &dd)?;
+        let broker = start_broker(&cfg.node, &dd)?;
         let inproc =
             broker.inproc_endpoint().cloned().ok_or_else(|| anyhow::anyhow!("broker has no inproc endpoint"))?;
         let mut node = Self { cfg, services: Default::default(), shutdown: CancellationToken::new(), inproc, broker };

@@ -111,6 +111,34 @@ pub async fn client(datadir: &Path, endpoint: &Endpoint) -> anyhow::Result<Bus> 
     Ok(bus)
 }
 
+/// A bare ZeroMQ DEALER (no bus client, no retry) named `client/NAME` that sends a `Hello` to the
+/// broker at `endpoint`, with CURVE `keys` or none, and reports whether anything came back within
+/// three seconds: how tests show that a broker refuses clients without its key.
+pub fn raw_client_gets_answer(
+    endpoint: &Endpoint,
+    name: &str,
+    keys: Option<&crate::bus::ClientKeys>,
+) -> anyhow::Result<bool> {
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::DEALER)?;
+    s.set_identity(&ServiceId::Client(name.to_string()).to_identity())?;
+    s.set_linger(0)?;
+    if let Some(k) = keys {
+        s.set_curve_serverkey(&k.server_public)?;
+        s.set_curve_publickey(&k.public)?;
+        s.set_curve_secretkey(&k.secret)?;
+    }
+    s.connect(&endpoint.to_string())?;
+    let hello =
+        crate::bus::Envelope { corr: crate::bus::Corr::Request(1), body: Body::Ctl(Ctl::Hello(Default::default())) }
+            .encode()?;
+    // DONTWAIT: an unauthenticated pipe never becomes writable; that also counts as refused.
+    let _ = s.send_multipart([ServiceId::Broker.to_identity(), hello], zmq::DONTWAIT);
+    let mut items = [s.as_poll_item(zmq::POLLIN)];
+    zmq::poll(&mut items, 3000)?;
+    Ok(items[0].is_readable())
+}
+
 /// A whole node in this process, in a temporary data directory.
 pub struct InProcessNode {
     /// The running node.

@@ -1,7 +1,7 @@
 //! The bus and the node skeleton, in-process and as real processes.
 
 use lcp::bus::api::{Body, Ctl};
-use lcp::bus::{Bus, BusError, Endpoint, ErrorCode, RemoteError, ServiceId};
+use lcp::bus::{Bus, BusError, ClientKeys, Endpoint, ErrorCode, RemoteError, ServiceId};
 use lcp::testkit::{self, poll_until, wait_services, InProcessNode, ProcessNode, PATIENCE};
 use std::process::Command;
 use std::time::Duration;
@@ -122,45 +122,19 @@ async fn sigterm_stops_every_daemon_cleanly() {
     }
 }
 
-/// A raw DEALER that sends a Hello to the broker and reports whether anything came back.
-fn raw_client_gets_answer(ep: &Endpoint, name: &str, keys: Option<([u8; 32], [u8; 32], [u8; 32])>) -> bool {
-    let ctx = zmq::Context::new();
-    let s = ctx.socket(zmq::DEALER).unwrap();
-    s.set_identity(format!("client/{name}").as_bytes()).unwrap();
-    s.set_linger(0).unwrap();
-    if let Some((server, public, secret)) = keys {
-        s.set_curve_serverkey(&server).unwrap();
-        s.set_curve_publickey(&public).unwrap();
-        s.set_curve_secretkey(&secret).unwrap();
-    }
-    s.connect(&ep.to_string()).unwrap();
-    let hello =
-        lcp::bus::Envelope { corr: lcp::bus::Corr::Request(1), body: Body::Ctl(Ctl::Hello(Default::default())) }
-            .encode()
-            .unwrap();
-    // DONTWAIT: an unauthenticated pipe never becomes writable; that also counts as refused.
-    let _ = s.send_multipart([b"broker".to_vec(), hello], zmq::DONTWAIT);
-    let mut items = [s.as_poll_item(zmq::POLLIN)];
-    zmq::poll(&mut items, 1500).unwrap();
-    items[0].is_readable()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_refuses_clients_without_the_curve_key() {
     let node = ProcessNode::start(&[]).unwrap();
     let keys = lcp::bus::keys::load_client(&node.dir.path().join("bus/client.key")).unwrap();
     let stranger = zmq::CurveKeyPair::new().unwrap();
-    assert!(!raw_client_gets_answer(&node.endpoint, "plain", None), "plain client got an answer");
-    assert!(
-        !raw_client_gets_answer(
-            &node.endpoint,
-            "stranger",
-            Some((keys.server_public, stranger.public_key, stranger.secret_key))
-        ),
-        "client with an unknown key got an answer"
-    );
+    let stranger =
+        ClientKeys { server_public: keys.server_public, public: stranger.public_key, secret: stranger.secret_key };
+    let answered =
+        |name: &str, keys: Option<&ClientKeys>| testkit::raw_client_gets_answer(&node.endpoint, name, keys).unwrap();
+    assert!(!answered("plain", None), "plain client got an answer");
+    assert!(!answered("stranger", Some(&stranger)), "client with an unknown key got an answer");
     // The control: the right key gets an answer, so the refusals above are the keys' doing.
-    assert!(raw_client_gets_answer(&node.endpoint, "keyholder", Some((keys.server_public, keys.public, keys.secret))));
+    assert!(answered("keyholder", Some(&keys)));
     let c = node.client().await.unwrap();
     let listed = testkit::services(&c).await.unwrap();
     let has = |n: &str| listed.iter().any(|s| s.id == ServiceId::Client(n.into()));
@@ -210,6 +184,9 @@ async fn lcp_cli_status_and_env_precedence() {
     wait_services(&c, &[ServiceId::Jobd("from-env".into()), ServiceId::Jobd("from-flag".into()), ServiceId::Peerd])
         .await
         .unwrap();
+    // A service registers before it has read its node key (a slow disk can make that take a
+    // while): wait for the node id, which status prints.
+    testkit::peerd_address(&c).await.unwrap();
     c.close();
 
     let dir = node.dir.path().to_str().unwrap().to_string();
@@ -265,4 +242,87 @@ async fn a_service_stops_promptly_when_its_broker_is_gone() {
     tokio::task::spawn_blocking(move || svc.stop()).await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "stop took {:?}", started.elapsed());
     c.close();
+}
+
+/// The container layout without containers: every daemon with a data directory of its own, the
+/// bus keys from `lcp-cli bus keygen` (`--bus-server-key`, `--bus-key`) and one node key shared by
+/// path (`--node-key`); `lcp-cli health` checks the services it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_with_own_datadirs_share_generated_bus_keys_and_one_node_key() {
+    let mut node = ProcessNode {
+        dir: tempfile::tempdir().unwrap(),
+        endpoint: Endpoint::Inproc("unset".into()),
+        daemons: [].into(),
+    };
+    let root = node.dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("logs")).unwrap();
+    let path = |p: &str| root.join(p).to_str().unwrap().to_string();
+    let (secrets, node_key) = (path("secrets"), path("identity/node.key"));
+    std::fs::create_dir_all(root.join("identity")).unwrap();
+    let cli = |args: &[&str]| Command::new(testkit::bin_path("lcp-cli")).args(args).output().unwrap();
+    let out = cli(&["--datadir", &path("cli"), "bus", "keygen", &secrets]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (server_key, client_key) = (format!("{secrets}/server.key"), format!("{secrets}/client.key"));
+
+    // A broker key that is not there is an error naming it, not a new key.
+    let out = Command::new(testkit::bin_path("lcpd"))
+        .args(["--datadir", &path("bad"), "--bus", "tcp://127.0.0.1:0", "--bus-server-key", &path("nope/server.key")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nope/server.key"), "{err}");
+
+    let lcpd = ["--datadir", &path("lcpd"), "--bus", "tcp://127.0.0.1:0", "--bus-server-key", &server_key];
+    node.spawn_raw("lcpd", "lcpd", &[&lcpd[..], &["--node-key", &node_key]].concat()).unwrap();
+    let dd = lcp::datadir::Datadir::open(&root.join("lcpd")).unwrap();
+    let mut ep = None;
+    testkit::wait_until(PATIENCE, "lcpd's bus endpoint", || {
+        ep = dd.read_bus_endpoint();
+        ep.is_some()
+    })
+    .unwrap();
+    node.endpoint = ep.unwrap();
+    let bus = node.endpoint.to_string();
+    let joined = |dir: &str| {
+        vec!["--datadir".to_string(), path(dir), "--bus".into(), bus.clone(), "--bus-key".into(), client_key.clone()]
+    };
+    for (name, extra) in [
+        ("peerd", vec!["--node-key", &node_key, "--listen", "127.0.0.1:0"]),
+        ("payd", vec!["--node-key", &node_key]),
+        ("jobd", vec!["--worker-name", "w1"]),
+    ] {
+        let mut args = joined(name);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node.spawn_raw(name, name, &args).unwrap();
+    }
+    let keys = lcp::bus::keys::load_client(std::path::Path::new(&client_key)).unwrap();
+    let c = Bus::connect_zmq(&node.endpoint, ServiceId::Client("t".into()), Some(&keys)).unwrap();
+    c.wait_ready(PATIENCE).await.unwrap();
+    let listed = wait_services(&c, &all_ids(&["w1"])).await.unwrap();
+    let ids: std::collections::BTreeSet<Option<String>> = listed
+        .iter()
+        .filter(|s| matches!(s.id, ServiceId::Lcpd | ServiceId::Peerd | ServiceId::Payd))
+        .map(|s| s.info.node_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "one node id across lcpd, peerd and payd: {ids:?}");
+    assert!(ids.iter().all(Option::is_some));
+    c.close();
+    // Nothing was made in the data directories that the shared files replace.
+    assert!(!root.join("lcpd/bus").exists() && !root.join("lcpd/node.key").exists());
+    assert!(!root.join("peerd/node.key").exists() && !root.join("payd/node.key").exists());
+
+    let health = |services: &[&str]| {
+        let mut args = vec!["--datadir".to_string(), path("jobd"), "--bus".into(), bus.clone()];
+        args.extend(["--bus-key".to_string(), client_key.clone(), "health".into()]);
+        args.extend(services.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args)
+    };
+    let ok = health(&["jobd/w1", "peerd", "payd", "lcpd"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let bad = health(&["jobd/w1", "jobd/w2"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("unhealthy: jobd/w2 (not registered)") && !err.contains("jobd/w1"), "{err}");
 }

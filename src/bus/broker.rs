@@ -87,7 +87,11 @@ impl BrokerCore {
     pub fn list(&mut self, now: Instant) -> Vec<ServiceStatus> {
         self.services.retain(|id, (_, seen)| {
             let alive = now.saturating_duration_since(*seen) <= REGISTRATION_TTL;
-            if !alive {
+            // Clients (lcp-cli, health checks every few seconds) come and go at debug level, as
+            // they join.
+            if !alive && matches!(id, ServiceId::Client(_)) {
+                tracing::debug!(target: "bus", client = %id, "client stopped sending heartbeats");
+            } else if !alive {
                 tracing::info!(target: "bus", service = %id, "service stopped sending heartbeats");
             }
             alive

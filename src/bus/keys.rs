@@ -62,7 +62,8 @@ struct ClientFile {
     secret: String,
 }
 
-fn z85(k: &Key) -> String {
+/// A key in Z85, the text form of the key files (for public keys; never print a secret one).
+pub fn z85(k: &Key) -> String {
     zmq::z85_encode(k).unwrap_or_default()
 }
 

@@ -1,7 +1,9 @@
 //! `lcp-cli`: operator and requester commands over the bus.
 
 pub mod balance;
+pub mod bus;
 pub mod channel;
+pub mod health;
 pub mod invoice;
 pub mod job;
 pub mod payment;
@@ -65,6 +67,13 @@ pub struct Cli {
 pub enum Command {
     /// Show which services are up, their versions and the node id
     Status,
+    /// Exit 0 when the named services are registered on the bus and answer (container health
+    /// checks); `jobd` alone means any worker
+    Health {
+        /// Services to check [default: lcpd peerd payd jobd]
+        #[arg(env = "LCP_HEALTH_SERVICES", value_delimiter = ',', value_name = "SERVICE")]
+        services: Vec<String>,
+    },
     /// Lightning peers: connect, list, disconnect
     #[command(subcommand)]
     Peer(peer::PeerCmd),
@@ -88,6 +97,9 @@ pub enum Command {
     /// Decode, encode and hash BOLT #1 and LCP messages (offline, no node needed)
     #[command(subcommand)]
     Wire(wire::WireCmd),
+    /// The bus's CURVE keys (offline, no node needed)
+    #[command(subcommand)]
+    Bus(bus::BusCmd),
 }
 
 /// CLI errors: printed as one line, exit code 1.
@@ -117,11 +129,13 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Wire(cmd) => {
             return wire::run(&cmd, &mut std::io::stdin()).map_err(|e| CliError::Other(e.to_string()))
         }
+        Command::Bus(cmd) => return bus::run(&cmd, cli.json),
         other => other,
     };
     let (bus, ep) = connect(&cfg, explicit_bus, timeout).await?;
     let out = match cmd {
         Command::Status => status::run(&bus, &ep, cli.json, timeout).await,
+        Command::Health { services } => health::run(&bus, &services, cli.json, timeout).await,
         Command::Worker(cmd) => worker::run(&bus, cmd, cli.json, timeout).await,
         Command::Peer(cmd) => peer::run(&bus, cmd, cli.json, timeout).await,
         Command::Channel(cmd) => channel::run(&bus, cmd, cli.json, timeout).await,
@@ -129,7 +143,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Invoice(cmd) => invoice::run(&bus, cmd, cli.json, timeout).await,
         Command::Payment(cmd) => payment::run(&bus, cmd, cli.json, timeout).await,
         Command::Balance => balance::run(&bus, cli.json, timeout).await,
-        Command::Wire(_) => unreachable_offline(),
+        Command::Wire(_) | Command::Bus(_) => unreachable_offline(),
     };
     bus.close();
     out
@@ -208,7 +222,9 @@ pub async fn connect(cfg: &NodeConfig, explicit_bus: bool, timeout: Duration) ->
     } else {
         return Err(CliError::Other(format!("{ep}: lcp-cli runs in its own process and cannot use an inproc:// bus")));
     };
-    let id = ServiceId::Client(format!("cli-{}", std::process::id()));
+    // The pid alone is not unique across containers joined to one bus (each starts counting at 1),
+    // and a second client with the same id would take over the first one's routing identity.
+    let id = ServiceId::Client(format!("cli-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     let bus = Bus::connect_zmq(&ep, id, keys.as_ref())?;
     if let Err(e) = bus.wait_ready(timeout).await {
         bus.close();

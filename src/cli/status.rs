@@ -32,6 +32,8 @@ pub struct ServiceRow {
     pub uptime_secs: u64,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms: u64,
+    /// The node id this service holds (peerd, payd and lcpd; they must agree).
+    pub node_id: Option<String>,
     /// Service-specific facts.
     pub details: Vec<(String, String)>,
 }
@@ -60,6 +62,7 @@ pub async fn run(bus: &Bus, ep: &Endpoint, json: bool, timeout: Duration) -> Res
             pid: s.info.pid,
             uptime_secs: now.saturating_sub(s.info.started_at),
             last_seen_ms: s.last_seen_ms,
+            node_id: s.info.node_id,
             details: s.info.details,
         })
         .collect();

@@ -20,7 +20,6 @@ use crate::bus::api::payd::{InvoiceState, PaydApi};
 use crate::bus::api::peerd::PeerInfo;
 use crate::bus::api::{Body, JobdApi, LcpdApi, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId, ToErrorCode};
-use crate::datadir::Datadir;
 use crate::wire::lcp::{LcpMessage, Manifest, Params};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -84,7 +83,7 @@ use crate::clock::now_secs;
 
 /// Runs lcpd until `shutdown` fires.
 pub async fn run(config: LcpdConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), LcpdError> {
-    let dd = Datadir::open(&config.node.datadir)?;
+    let dd = config.node.open_datadir()?;
     let node_id = dd.node_secret()?.node_id_hex();
     let store = JobStore::open(&dd.db_path("lcpd")).map_err(|e| LcpdError::Jobs(e.to_string()))?;
     bus.set_info(

@@ -19,7 +19,6 @@ use crate::bus::api::payd::{BalanceRow, ChannelRow, InvoiceRow, InvoiceState, Pa
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
-use crate::datadir::Datadir;
 use lightning::bitcoin::secp256k1::PublicKey;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,7 +40,7 @@ pub const CLOSE_CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs payd until `shutdown` fires.
 pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> Result<(), PaydServiceError> {
-    let dd = Datadir::open(&config.node.datadir)?;
+    let dd = config.node.open_datadir()?;
     let key = dd.node_secret()?;
     let network = config.node.network;
     bus.set_info(Some(key.node_id_hex()), vec![("network".into(), network.to_string())]);

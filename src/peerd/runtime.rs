@@ -21,7 +21,6 @@ use crate::bus::api::peerd::{PeerInfo, PeerdApi};
 use crate::bus::api::Body;
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
-use crate::datadir::Datadir;
 use crate::wire::bolt1::{Init, INIT};
 use crate::wire::{classify, MessageClass};
 use std::collections::{HashMap, HashSet};
@@ -102,7 +101,7 @@ pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> 
     if let super::opts::PeerTransport::Lnd(_) = config.transport {
         return super::lnd::run(config, bus, shutdown).await;
     }
-    let dd = Datadir::open(&config.node.datadir)?;
+    let dd = config.node.open_datadir()?;
     let key = dd.node_secret()?;
     let db = crate::store::open(&dd.db_path("peerd"), MIGRATIONS)?;
     let identity = LocalIdentity::from_secret_bytes(key.secret_bytes()).map_err(PeerdError::Transport)?;
