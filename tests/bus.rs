@@ -299,14 +299,20 @@ async fn daemons_with_own_datadirs_share_generated_bus_keys_and_one_node_key() {
     let keys = lcp::bus::keys::load_client(std::path::Path::new(&client_key)).unwrap();
     let c = Bus::connect_zmq(&node.endpoint, ServiceId::Client("t".into()), Some(&keys)).unwrap();
     c.wait_ready(PATIENCE).await.unwrap();
-    let listed = wait_services(&c, &all_ids(&["w1"])).await.unwrap();
-    let ids: std::collections::BTreeSet<Option<String>> = listed
-        .iter()
-        .filter(|s| matches!(s.id, ServiceId::Lcpd | ServiceId::Peerd | ServiceId::Payd))
-        .map(|s| s.info.node_id.clone())
-        .collect();
-    assert_eq!(ids.len(), 1, "one node id across lcpd, peerd and payd: {ids:?}");
-    assert!(ids.iter().all(Option::is_some));
+    wait_services(&c, &all_ids(&["w1"])).await.unwrap();
+    // Each service registers before it reads the node key: wait until all three report one.
+    let ids = poll_until(PATIENCE, "node ids of lcpd, peerd and payd", || async {
+        let listed = testkit::services(&c).await.ok()?;
+        let ids: Vec<String> = listed
+            .iter()
+            .filter(|s| matches!(s.id, ServiceId::Lcpd | ServiceId::Peerd | ServiceId::Payd))
+            .filter_map(|s| s.info.node_id.clone())
+            .collect();
+        (ids.len() == 3).then_some(ids)
+    })
+    .await
+    .unwrap();
+    assert!(ids.iter().all(|i| *i == ids[0]), "one node id across lcpd, peerd and payd: {ids:?}");
     c.close();
     // Nothing was made in the data directories that the shared files replace.
     assert!(!root.join("lcpd/bus").exists() && !root.join("lcpd/node.key").exists());

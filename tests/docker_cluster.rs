@@ -158,7 +158,7 @@ kind = "exec"
 [[jobd.backend.commands]]
 task_kind = "{GATE_TASK}"
 models = ["{GATE_MODEL}"]
-argv = ["/bin/sh", "-c", "read -r p; read -r n; read -r x < \"$p\"; printf '%s:%s' \"$n\" \"$x\""]
+argv = ["/bin/sh", "-c", "read -r p; read -r n; read -r x < \"$p\"; printf '%s:open' \"$n\""]
 content_type = "text/plain"
 
 [jobd.pricing.models.{GATE_MODEL}]
@@ -191,12 +191,13 @@ price = {{ input_msat_per_mtok = 1000000000, output_msat_per_mtok = 1000000000 }
         let stop = Arc::new(AtomicBool::new(false));
         let (s, path) = (stop.clone(), self.dir.join("fifo"));
         std::thread::spawn(move || {
-            // A non-blocking open for writing fails (ENXIO) while no job has the FIFO open. Jobs
-            // that opened it together all wake up at this open, and the shell's `read` takes one
-            // line each from a pipe: so several lines, or one of them would read the end of file.
+            // A non-blocking open for writing fails (ENXIO) while no job has the FIFO open. Every
+            // job waiting wakes up at this open; what each reads does not matter (several read the
+            // FIFO at once, so one gets the line, or parts of it, and the others the end of file):
+            // the result is made from the job's own input.
             while !s.load(Ordering::Relaxed) {
                 if let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
-                    let _ = f.write_all("open\n".repeat(32).as_bytes());
+                    let _ = f.write_all(b"open\n");
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
