@@ -322,50 +322,37 @@ impl ToBytes for lightning::bitcoin::hashes::sha256::Hash {
 
 /// The requester's checks before paying (LCP v0.2 section 3.3), as a pure function.
 ///
-/// Checks, in this order: the invoice is for `network`'s currency; it has not expired at `now_secs`;
-/// then everything [`check_invoice_terms`] checks.
+/// Checks, in this order: the invoice is for `network`'s currency; it has not expired at
+/// `now_secs`; it has a non-zero amount; and, when `expected` is given, amount, payee and
+/// description hash equal the expected ones and the invoice does not outlive
+/// `expected.not_after_secs`.
 pub fn check_invoice(
     invoice: &DecodedInvoice,
     expected: Option<&ExpectedInvoice>,
     network: Network,
     now_secs: u64,
 ) -> Result<(), PaydError> {
-    check_network(invoice, network)?;
-    check_unexpired(invoice, now_secs)?;
-    check_invoice_terms(invoice, expected, network)
+    check_before_pay(invoice, expected, network, false, now_secs)
 }
 
-fn check_network(invoice: &DecodedInvoice, network: Network) -> Result<(), PaydError> {
+/// What a backend's `pay` checks: [`check_invoice`], but expiry only for a payment not `recorded`
+/// yet, so asking again for an invoice paid before it expired returns the recorded outcome (the
+/// preimage), not "expired".
+pub fn check_before_pay(
+    invoice: &DecodedInvoice,
+    expected: Option<&ExpectedInvoice>,
+    network: Network,
+    recorded: bool,
+    now_secs: u64,
+) -> Result<(), PaydError> {
     let want = currency_prefix(network.currency());
     if invoice.currency != want {
         return Err(PaydError::WrongNetwork { network, expected: want.to_string(), got: invoice.currency.clone() });
     }
-    Ok(())
-}
-
-/// The invoice has not expired at `now_secs`.
-pub fn check_unexpired(invoice: &DecodedInvoice, now_secs: u64) -> Result<(), PaydError> {
     let expires_at = invoice.expires_at_secs();
-    if now_secs >= expires_at {
+    if !recorded && now_secs >= expires_at {
         return Err(PaydError::InvoiceExpired { expired_at: expires_at, now: now_secs });
     }
-    Ok(())
-}
-
-/// Every check of [`check_invoice`] but expiry: the backends judge expiry only for a payment they
-/// have not recorded yet, so asking again for an invoice paid before it expired returns the
-/// recorded outcome (the preimage), not "expired".
-///
-/// Checks, in this order: the invoice is for `network`'s currency; it has a non-zero amount; and,
-/// when `expected` is given, amount, payee and description hash equal the expected ones and the
-/// invoice does not outlive `expected.not_after_secs`.
-pub fn check_invoice_terms(
-    invoice: &DecodedInvoice,
-    expected: Option<&ExpectedInvoice>,
-    network: Network,
-) -> Result<(), PaydError> {
-    check_network(invoice, network)?;
-    let expires_at = invoice.expires_at_secs();
     let amount = match invoice.amount_msat {
         Some(a) if a > 0 => a,
         _ => return Err(PaydError::MissingAmount),
@@ -476,6 +463,24 @@ pub struct PaymentRecord {
     pub created_at: u64,
     /// Last state change, unix seconds.
     pub updated_at: u64,
+}
+
+impl PaymentRecord {
+    /// A payment of `invoice` for `amount_msat`, recorded as pending at `now` before it is tried.
+    pub fn pending(invoice: &DecodedInvoice, amount_msat: u64, now: u64) -> Self {
+        PaymentRecord {
+            payment_hash: invoice.payment_hash,
+            bolt11: invoice.bolt11.clone(),
+            amount_msat,
+            payee: invoice.payee,
+            status: PaymentStatus::Pending,
+            preimage: None,
+            fee_msat: None,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// The result of a successful [`PaymentBackend::pay`].

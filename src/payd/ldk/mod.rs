@@ -61,9 +61,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::payd::backend::{
-    check_invoice_terms, check_unexpired, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice,
-    DecodedInvoice, InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent,
-    PaymentBackend, PaymentRecord, PaymentStatus,
+    check_before_pay, decode_bolt11, describe_invoice, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
+    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
+    PaymentStatus,
 };
 use bridge::Outbound;
 use chain::{ConstantFeeEstimator, MemoryBroadcaster, NodeKeys, TracingLogger};
@@ -790,12 +790,9 @@ impl LdkEngine {
         let invoice = Bolt11Invoice::from_str_checked(&bolt11)?;
         let decoded = describe_invoice(&invoice, bolt11.trim());
         let network = self.inner.config.network;
-        check_invoice_terms(&decoded, params.expected.as_ref(), network)?;
         let hash = decoded.payment_hash;
-        // Expiry matters only for a payment not made yet; a recorded one answers from its record.
-        if lock(&self.inner.store).payment(&hash)?.is_none() {
-            check_unexpired(&decoded, now_secs())?;
-        }
+        let recorded = lock(&self.inner.store).payment(&hash)?.is_some();
+        check_before_pay(&decoded, params.expected.as_ref(), network, recorded, now_secs())?;
         let amount = decoded.amount_msat.ok_or(PaydError::MissingAmount)?;
         let mut rx = self.inner.events.subscribe();
         let deadline = tokio::time::Instant::now() + params.timeout;
@@ -913,19 +910,7 @@ impl LdkEngine {
                 if let Err(e) = self.capacity_check(decoded, amount) {
                     return Ok(Started::Refused(e));
                 }
-                let now = now_secs();
-                let rec = PaymentRecord {
-                    payment_hash: hash,
-                    bolt11: decoded.bolt11.clone(),
-                    amount_msat: amount,
-                    payee: decoded.payee,
-                    status: PaymentStatus::Pending,
-                    preimage: None,
-                    fee_msat: None,
-                    failure: None,
-                    created_at: now,
-                    updated_at: now,
-                };
+                let rec = PaymentRecord::pending(decoded, amount, now_secs());
                 lock(&self.inner.store).insert_pending_payment(&rec)?;
                 self.send_payment(invoice, hash, params)
             }

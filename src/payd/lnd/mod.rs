@@ -34,9 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lnd::{Identity, IdentityError, LndConnection, SetupError};
 use crate::payd::backend::{
-    check_invoice_terms, check_unexpired, decode_bolt11, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice,
-    InvoiceRecord, InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord,
-    PaymentStatus,
+    check_before_pay, decode_bolt11, BoxFuture, ChannelBalance, CreatedInvoice, DecodedInvoice, InvoiceRecord,
+    InvoiceStatus, Network, PaidInvoice, PayParams, PaydError, PaydEvent, PaymentBackend, PaymentRecord, PaymentStatus,
 };
 use crate::payd::ldk::Store;
 use rest::{LineStream, LndRest, RestError};
@@ -237,13 +236,10 @@ impl LndBackend {
             return Err(PaydError::BackendUnavailable { reason: "the lnd backend was shut down".into() });
         }
         let invoice = decode_bolt11(&bolt11)?;
-        check_invoice_terms(&invoice, params.expected.as_ref(), inner.network)?;
-        let amount = invoice.amount_msat.ok_or(PaydError::MissingAmount)?;
         let hash = invoice.payment_hash;
-        // Expiry matters only for a payment not made yet; a recorded one answers from its record.
-        if lock(&inner.store).payment(&hash)?.is_none() {
-            check_unexpired(&invoice, now_secs())?;
-        }
+        let recorded = lock(&inner.store).payment(&hash)?.is_some();
+        check_before_pay(&invoice, params.expected.as_ref(), inner.network, recorded, now_secs())?;
+        let amount = invoice.amount_msat.ok_or(PaydError::MissingAmount)?;
         let deadline = tokio::time::Instant::now() + params.timeout;
         let mut events = inner.events.subscribe();
         let mut not_sent = inner.not_sent.subscribe();
@@ -259,19 +255,7 @@ impl LndBackend {
                 None => {
                     inner.cross_check(&invoice).await?;
                     inner.capacity_check(amount).await?;
-                    let now = now_secs();
-                    lock(&inner.store).insert_pending_payment(&PaymentRecord {
-                        payment_hash: hash,
-                        bolt11: invoice.bolt11.clone(),
-                        amount_msat: amount,
-                        payee: invoice.payee,
-                        status: PaymentStatus::Pending,
-                        preimage: None,
-                        fee_msat: None,
-                        failure: None,
-                        created_at: now,
-                        updated_at: now,
-                    })?;
+                    lock(&inner.store).insert_pending_payment(&PaymentRecord::pending(&invoice, amount, now_secs()))?;
                     inner.follow(hash, Start::Send(args));
                 }
             }
