@@ -6,15 +6,14 @@ mod pump;
 use std::time::Duration;
 
 use lcp::payd::backend::{
-    check_invoice, ExpectedInvoice, InvoiceStatus, Network, PayParams, PaydError, PaydEvent, PaymentBackend,
-    PaymentStatus,
+    check_invoice, ExpectedInvoice, InvoiceStatus, Network, PayParams, PaydError, PaymentBackend, PaymentStatus,
 };
-use lcp::payd::conformance;
+use lcp::payd::conformance::{self, count_settled, wait_settled};
 use lcp::payd::ldk::{feature_bit_set_be, Dispatched, LdkConfig, LdkEngine, PeerOutput, TrustPolicy};
 use lightning::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use pump::{pair_with_channel, wait_until, Link, Node, WAIT};
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 fn params(expected: Option<ExpectedInvoice>) -> PayParams {
     PayParams { max_fee_msat: 10_000, timeout: WAIT, expected }
@@ -22,31 +21,6 @@ fn params(expected: Option<ExpectedInvoice>) -> PayParams {
 
 fn terms(tag: &str) -> [u8; 32] {
     Sha256::digest(tag.as_bytes()).into()
-}
-
-/// Count InvoiceSettled events for `hash` currently queued.
-fn settled_count(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> usize {
-    let mut n = 0;
-    while let Ok(ev) = rx.try_recv() {
-        if matches!(ev, PaydEvent::InvoiceSettled { payment_hash, .. } if payment_hash == hash) {
-            n += 1;
-        }
-    }
-    n
-}
-
-async fn wait_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> u64 {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(PaydEvent::InvoiceSettled { payment_hash, amount_msat }) = rx.recv().await {
-                if payment_hash == hash {
-                    return amount_msat;
-                }
-            }
-        }
-    })
-    .await
-    .expect("settlement reported in time")
 }
 
 /// What the payee can still receive: it shrinks by exactly what it was paid.
@@ -94,7 +68,7 @@ async fn devnet_channel_invoice_and_payment() {
     let paid = a.engine.pay(inv.bolt11.clone(), params(Some(expected))).await.unwrap();
     let h: [u8; 32] = Sha256::digest(paid.preimage).into();
     assert_eq!(h, inv.payment_hash);
-    assert_eq!(wait_settled(&mut events, inv.payment_hash).await, 2_100_000);
+    assert_eq!(wait_settled(&mut events, inv.payment_hash).await.unwrap(), 2_100_000);
     let rec = b.engine.lookup_invoice(inv.payment_hash).await.unwrap().unwrap();
     assert_eq!(rec.status, InvoiceStatus::Settled);
     assert_eq!(rec.amount_received_msat, Some(2_100_000));
@@ -102,7 +76,7 @@ async fn devnet_channel_invoice_and_payment() {
     assert_eq!(pays.len(), 1);
     assert_eq!(pays[0].status, PaymentStatus::Succeeded);
     assert_eq!(pays[0].preimage, Some(paid.preimage));
-    assert_eq!(settled_count(&mut events, inv.payment_hash), 0, "settled exactly once");
+    assert_eq!(count_settled(&mut events, inv.payment_hash), 0, "settled exactly once");
     assert_eq!(link.incident_count(), (0, 0));
 }
 
@@ -312,10 +286,10 @@ async fn payment_survives_a_cut_at_every_point() {
         })
         .await;
         assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), inv.payment_hash);
-        assert_eq!(wait_settled(&mut events, inv.payment_hash).await, 100_000 + k);
+        assert_eq!(wait_settled(&mut events, inv.payment_hash).await.unwrap(), 100_000 + k);
         let rec = b.engine.lookup_invoice(inv.payment_hash).await.unwrap().unwrap();
         assert_eq!(rec.status, InvoiceStatus::Settled);
-        assert_eq!(settled_count(&mut events, inv.payment_hash), 0);
+        assert_eq!(count_settled(&mut events, inv.payment_hash), 0);
     }
     assert_eq!(link.incident_count(), (0, 0));
     let (rx_a, rx_b, _) = link.cut().await;
@@ -473,8 +447,8 @@ async fn restart_after_payment_keeps_records_and_channel() {
     assert_eq!(again, paid, "first outcome returned after restart");
     let inv2 = b.engine.create_invoice(54_321, terms("after restart"), 600).await.unwrap();
     a.engine.pay(inv2.bolt11, params(None)).await.unwrap();
-    assert_eq!(wait_settled(&mut events, inv2.payment_hash).await, 54_321);
-    assert_eq!(settled_count(&mut events, inv.payment_hash), 0, "old invoice not re-settled");
+    assert_eq!(wait_settled(&mut events, inv2.payment_hash).await.unwrap(), 54_321);
+    assert_eq!(count_settled(&mut events, inv.payment_hash), 0, "old invoice not re-settled");
     assert_eq!(link.incident_count(), (0, 0));
 }
 
@@ -498,8 +472,8 @@ async fn timeout_leaves_payment_pending_and_a_retry_waits_for_it() {
     link.release();
     let paid = retry.await.unwrap().unwrap();
     assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), inv.payment_hash);
-    assert_eq!(wait_settled(&mut events, inv.payment_hash).await, 77_000);
-    assert_eq!(settled_count(&mut events, inv.payment_hash), 0);
+    assert_eq!(wait_settled(&mut events, inv.payment_hash).await.unwrap(), 77_000);
+    assert_eq!(count_settled(&mut events, inv.payment_hash), 0);
     assert_eq!(a.engine.list_payments().await.unwrap().len(), 1);
 }
 
@@ -535,7 +509,7 @@ async fn back_to_back_payments_without_pauses_all_succeed() {
         assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), inv.payment_hash);
     }
     for (amount, inv) in &invoices {
-        assert_eq!(wait_settled(&mut events, inv.payment_hash).await, *amount);
+        assert_eq!(wait_settled(&mut events, inv.payment_hash).await.unwrap(), *amount);
     }
     let recs = a.engine.list_payments().await.unwrap();
     assert_eq!(recs.len(), n as usize);

@@ -13,7 +13,7 @@ use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
 use lcp::lnd::LndConnection;
 use lcp::payd::backend::{PayParams, PaydError, PaydEvent, PaymentBackend, PaymentStatus};
-use lcp::payd::conformance;
+use lcp::payd::conformance::{self, wait_settled};
 use lcp::payd::lnd::{LndBackend, LndConfig};
 use lcp::payd::opts::PaydBackend;
 use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
@@ -90,17 +90,7 @@ async fn settlement_arrives_on_the_subscription_against_lnd_rest_standin() {
     .unwrap();
     let inv = payee.create_invoice(8_000, terms("streamed"), 600).await.unwrap();
     payer.pay(inv.bolt11.clone(), params(T)).await.unwrap();
-    let got = tokio::time::timeout(T, async {
-        loop {
-            if let Ok(PaydEvent::InvoiceSettled { payment_hash, amount_msat }) = events.recv().await {
-                if payment_hash == inv.payment_hash {
-                    return amount_msat;
-                }
-            }
-        }
-    })
-    .await
-    .expect("settlement reported from the subscription");
+    let got = wait_settled(&mut events, inv.payment_hash).await.expect("settlement reported from the subscription");
     assert_eq!(got, 8_000);
 }
 
@@ -116,17 +106,7 @@ async fn settlement_is_polled_when_the_subscription_fails_against_lnd_rest_stand
     let inv = payee.create_invoice(12_000, terms("polled"), 600).await.unwrap();
     payer.pay(inv.bolt11.clone(), params(T)).await.unwrap();
     // Nobody looks the invoice up: the settlement comes from the poll alone.
-    let got = tokio::time::timeout(T, async {
-        loop {
-            if let Ok(PaydEvent::InvoiceSettled { payment_hash, amount_msat }) = events.recv().await {
-                if payment_hash == inv.payment_hash {
-                    return amount_msat;
-                }
-            }
-        }
-    })
-    .await
-    .expect("settlement reported by polling");
+    let got = wait_settled(&mut events, inv.payment_hash).await.expect("settlement reported by polling");
     assert_eq!(got, 12_000);
     assert!(b.requests().iter().any(|r| r == "GET /v2/invoices/lookup"));
     assert!(b.requests().iter().any(|r| r == "GET /v1/invoices/subscribe"), "the subscription was tried");

@@ -38,7 +38,8 @@ fn terms(tag: &str) -> [u8; 32] {
     Sha256::digest(tag.as_bytes()).into()
 }
 
-async fn wait_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> Result<u64, String> {
+/// Waits up to [`CHECK_TIMEOUT`] for the `InvoiceSettled` event of `hash`; returns the amount received.
+pub async fn wait_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> Result<u64, String> {
     let wait = async {
         loop {
             match rx.recv().await {
@@ -55,7 +56,8 @@ async fn wait_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -
         .map_err(|_| format!("no InvoiceSettled for {} within {CHECK_TIMEOUT:?}", hex::encode(hash)))?
 }
 
-fn count_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> usize {
+/// How many `InvoiceSettled` events for `hash` are queued now.
+pub fn count_settled(rx: &mut broadcast::Receiver<PaydEvent>, hash: [u8; 32]) -> usize {
     let mut n = 0;
     while let Ok(ev) = rx.try_recv() {
         if matches!(ev, PaydEvent::InvoiceSettled { payment_hash, .. } if payment_hash == hash) {
