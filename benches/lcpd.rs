@@ -16,7 +16,7 @@ use lcp::bus::api::{Body, PeerdApi};
 use lcp::bus::{Bus, ServiceId};
 use lcp::jobd::backend::deterministic::DeterministicConfig;
 use lcp::jobd::backend::BackendConfig;
-use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, NodePair, PATIENCE};
 use lcp::wire::lcp::{ChunkSplitter, LcpMessage};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,6 @@ async fn req(c: &Bus, to: ServiceId, body: Body) -> Body {
 }
 
 async fn pair(provider_output: Option<String>) -> (InProcessNode, InProcessNode, Bus, Bus, String) {
-    let requester = InProcessNode::start().expect("requester");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = lcp::demo::node_config(dir.path()).expect("config");
     if let Some(output) = provider_output {
@@ -45,11 +44,8 @@ async fn pair(provider_output: Option<String>) -> (InProcessNode, InProcessNode,
         });
     }
     let provider = InProcessNode::start_with(dir, cfg).expect("provider");
-    let (rc, pc) = (requester.client().await.expect("rc"), provider.client().await.expect("pc"));
-    let (id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
-    lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
-    lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("up");
-    lcp::testkit::connect_with_channel(&rc, &id, listen, false, 10_000_000).await.expect("channel");
+    let NodePair { requester, provider, rc, pc, provider_id: id, .. } =
+        NodePair::start(provider, 10_000_000).await.expect("nodes with a channel");
     poll_until(PATIENCE, "manifest", || async {
         match rc.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), T).await.ok()? {
             Body::Lcpd(LcpdApi::LcpPeers(p)) => p.into_iter().find(|p| p.node_id == id && !p.manifest.tasks.is_empty()),

@@ -28,7 +28,7 @@ use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
 use lcp::payd::backend::{Network, PayParams, PaydEvent, PaymentBackend};
 use lcp::payd::ldk::{fabricate_funding_tx, LdkEngine};
-use lcp::testkit::InProcessNode;
+use lcp::testkit::{InProcessNode, NodePair};
 use lightning::bitcoin::hashes::{sha256, Hash};
 use lightning::bitcoin::secp256k1::PublicKey;
 use lightning::bitcoin::Transaction;
@@ -422,17 +422,6 @@ async fn engine_payment(payer: &LdkEngine, payee: &LdkEngine, n: u64) {
 
 // ---- two whole nodes: payd through peerd and the bus ----
 
-async fn bus_pair() -> (InProcessNode, InProcessNode, Bus, Bus) {
-    let payer = InProcessNode::start().expect("payer node");
-    let payee = InProcessNode::start().expect("payee node");
-    let (rc, pc) = (payer.client().await.expect("payer bus"), payee.client().await.expect("payee bus"));
-    let (id, listen) = lcp::testkit::peerd_address(&pc).await.expect("payee peerd");
-    lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.expect("payer payd");
-    lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.expect("payee payd");
-    lcp::testkit::connect_with_channel(&rc, &id, listen, false, CHANNEL_SAT).await.expect("channel");
-    (payer, payee, rc, pc)
-}
-
 async fn bus_payment(rc: &Bus, pc: &Bus, n: u64) {
     let terms: [u8; 32] = sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
     let inv = PaydApi::CreateInvoice { amount_msat: PAYMENT_MSAT, description_hash: terms, expiry_secs: 600 };
@@ -475,7 +464,8 @@ fn payments(c: &mut Criterion) {
     let rt = runtime();
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let (a, b, _link) = rt.block_on(pump::pair_with_channel(da.path(), db.path(), CHANNEL_SAT));
-    let (_payer, _payee, rc, pc) = rt.block_on(bus_pair());
+    let pair = rt.block_on(NodePair::start(InProcessNode::start().expect("payee node"), CHANNEL_SAT)).expect("nodes");
+    let (rc, pc) = (&pair.rc, &pair.pc);
     let _: PublicKey = ba.cm.get_our_node_id();
 
     let mut g = c.benchmark_group("payd_payment");
@@ -488,7 +478,7 @@ fn payments(c: &mut Criterion) {
         bench.iter_custom(|iters| timed(&rt, iters, &mut n, |n| engine_payment(&a.engine, &b.engine, n)))
     });
     g.bench_function("payd_through_peerd_and_bus", |bench| {
-        bench.iter_custom(|iters| timed(&rt, iters, &mut n, |n| bus_payment(&rc, &pc, n)))
+        bench.iter_custom(|iters| timed(&rt, iters, &mut n, |n| bus_payment(rc, pc, n)))
     });
     g.bench_function("ldk_peermanager_baseline", |bench| {
         bench.iter_custom(|iters| {

@@ -102,6 +102,7 @@ pub async fn connect_with_channel(
     })
     .await
 }
+
 /// Connects a test client to a node's remote bus endpoint with the node's client key.
 pub async fn client(datadir: &Path, endpoint: &Endpoint) -> anyhow::Result<Bus> {
     let keys = crate::bus::keys::load_client(&datadir.join("bus").join("client.key"))?;
@@ -164,6 +165,38 @@ impl InProcessNode {
     pub async fn client(&self) -> anyhow::Result<Bus> {
         let ep = self.node.remote_endpoint().ok_or_else(|| anyhow::anyhow!("node has no remote bus endpoint"))?;
         client(self.dir.path(), ep).await
+    }
+}
+
+/// Two whole nodes in this process: a requester with default settings, connected over peerd to
+/// `provider`, with a devnet channel from the requester to it.
+pub struct NodePair {
+    /// The requester (payer).
+    pub requester: InProcessNode,
+    /// The provider (payee).
+    pub provider: InProcessNode,
+    /// A client on the requester's bus.
+    pub rc: Bus,
+    /// A client on the provider's bus.
+    pub pc: Bus,
+    /// The provider's node id (hex).
+    pub provider_id: String,
+    /// The channel as the requester's payd opened it.
+    pub channel: crate::bus::api::payd::ChannelRow,
+}
+
+impl NodePair {
+    /// Starts the requester, waits for payd and lcpd on both nodes, connects the requester to
+    /// `provider` and opens a channel of `sats`.
+    pub async fn start(provider: InProcessNode, sats: u64) -> anyhow::Result<Self> {
+        let requester = InProcessNode::start()?;
+        let (rc, pc) = (requester.client().await?, provider.client().await?);
+        let (provider_id, listen) = peerd_address(&pc).await?;
+        for bus in [&rc, &pc] {
+            wait_services(bus, &[ServiceId::Payd, ServiceId::Lcpd]).await?;
+        }
+        let channel = connect_with_channel(&rc, &provider_id, listen, false, sats).await?;
+        Ok(Self { requester, provider, rc, pc, provider_id, channel })
     }
 }
 
@@ -481,6 +514,33 @@ impl PeerdNode {
             }
         }
     }
+}
+
+/// Task kind of the FIFO gate worker of [`gate_worker_config`] (its model is `gate`).
+pub const GATE_TASK: &str = "test.gate.v1";
+
+/// Config of a jobd worker whose jobs wait at a FIFO gate: an exec command that reads a FIFO path
+/// (the first line of its input), waits for a line on that FIFO, and prints it, so the test decides
+/// when each job may finish. `capacity` jobs at once; both token prices `msat_per_mtok`.
+pub fn gate_worker_config(capacity: u32, msat_per_mtok: u64) -> String {
+    format!(
+        r#"
+[jobd]
+capacity = {capacity}
+
+[jobd.backend]
+kind = "exec"
+
+[[jobd.backend.commands]]
+task_kind = "{GATE_TASK}"
+models = ["gate"]
+argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]
+content_type = "text/plain"
+
+[jobd.pricing.models.gate]
+price = {{ input_msat_per_mtok = {msat_per_mtok}, output_msat_per_mtok = {msat_per_mtok} }}
+"#
+    )
 }
 
 /// Makes a FIFO at `path` (tests gate a job on it: the job blocks reading it until the test

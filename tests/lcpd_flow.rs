@@ -5,7 +5,7 @@
 use lcp::bus::api::lcpd::{JobEvent, JobOutcomeRow, LcpdApi, QuoteArgs, QuoteRow};
 use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, NodePair, PATIENCE};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -22,34 +22,20 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
 
 /// Two nodes, connected, with a channel from the requester to the provider and the provider's
 /// manifest (with its worker's offers) at the requester.
-pub struct Pair {
-    pub requester: InProcessNode,
-    pub provider: InProcessNode,
-    pub rc: Bus,
-    pub pc: Bus,
-    pub provider_id: String,
-}
-
-pub async fn pair() -> Pair {
-    let requester = InProcessNode::start().unwrap();
-    let provider = InProcessNode::start().unwrap();
-    let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-    let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
-    lcp::testkit::wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
-    lcp::testkit::wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
-    lcp::testkit::connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.unwrap();
+pub async fn pair() -> NodePair {
+    let p = NodePair::start(InProcessNode::start().unwrap(), 1_000_000).await.unwrap();
     // The provider's manifest, with its worker's offer, reaches the requester.
     poll_until(PATIENCE, "provider manifest with tasks", || async {
-        match lcpd(&rc, LcpdApi::ListLcpPeers).await.ok()? {
-            LcpdApi::LcpPeers(p) => p.into_iter().find(|p| {
-                p.node_id == provider_id && p.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(MODEL))
+        match lcpd(&p.rc, LcpdApi::ListLcpPeers).await.ok()? {
+            LcpdApi::LcpPeers(peers) => peers.into_iter().find(|m| {
+                m.node_id == p.provider_id && m.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(MODEL))
             }),
             _ => None,
         }
     })
     .await
     .unwrap();
-    Pair { requester, provider, rc, pc, provider_id }
+    p
 }
 
 pub fn chat(content: &str) -> Vec<u8> {

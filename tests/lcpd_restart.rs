@@ -9,31 +9,15 @@ use lcp::bus::api::lcpd::{JobRole, JobRow, LcpdApi, QuoteArgs, QuoteRow};
 use lcp::bus::api::payd::PaydApi;
 use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{make_fifo, poll_until, services, FifoRelease, ProcessNode, PATIENCE};
+use lcp::testkit::{
+    gate_worker_config, make_fifo, poll_until, services, FifoRelease, ProcessNode, GATE_TASK, PATIENCE,
+};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-const GATE: &str = "test.gate.v1";
 const LONG: Duration = Duration::from_secs(60);
-
-fn gate_config() -> String {
-    r#"
-[jobd.backend]
-kind = "exec"
-
-[[jobd.backend.commands]]
-task_kind = "test.gate.v1"
-models = ["gate"]
-argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]
-content_type = "text/plain"
-
-[jobd.pricing.models.gate]
-price = { input_msat_per_mtok = 1000000, output_msat_per_mtok = 1000000 }
-"#
-    .into()
-}
 
 struct Nodes {
     provider: ProcessNode,
@@ -62,7 +46,11 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
 }
 
 async fn nodes() -> Nodes {
-    let provider = ProcessNode::start_with_config(Some(&gate_config()), &["w1"]).expect("provider");
+    let provider = ProcessNode::start_with_config(
+        Some(&gate_worker_config(lcp::jobd::opts::DEFAULT_CAPACITY, 1_000_000)),
+        &["w1"],
+    )
+    .expect("provider");
     let requester = ProcessNode::start(&[]).expect("requester");
     let (pc, rc) = (provider.client().await.expect("pc"), requester.client().await.expect("rc"));
     let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
@@ -79,9 +67,9 @@ async fn nodes() -> Nodes {
 async fn ready(rc: &Bus, provider_id: &str) {
     poll_until(LONG, "provider manifest at the requester", || async {
         match lcpd(rc, LcpdApi::ListLcpPeers).await.ok()? {
-            LcpdApi::LcpPeers(p) => {
-                p.into_iter().find(|p| p.node_id == provider_id && p.manifest.tasks.iter().any(|t| t.task_kind == GATE))
-            }
+            LcpdApi::LcpPeers(p) => p
+                .into_iter()
+                .find(|p| p.node_id == provider_id && p.manifest.tasks.iter().any(|t| t.task_kind == GATE_TASK)),
             _ => None,
         }
     })
@@ -93,7 +81,7 @@ async fn quote(n: &Nodes, fifo: &Path) -> QuoteRow {
     make_fifo(fifo).expect("fifo");
     let args = QuoteArgs {
         peer: n.provider_id.clone(),
-        task_kind: GATE.into(),
+        task_kind: GATE_TASK.into(),
         model: Some("gate".into()),
         input: format!("{}\n", fifo.display()).into_bytes(),
         input_content_type: Some("text/plain".into()),

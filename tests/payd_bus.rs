@@ -2,10 +2,10 @@
 //! and pay an invoice with a description hash. Channel messages travel peerd -> bus -> payd and
 //! back, with per-session sequence numbers.
 
-use lcp::bus::api::payd::{BalanceRow, ChannelRow, InvoiceState, PaydApi, PaymentState};
-use lcp::bus::api::{Body, PeerdApi};
+use lcp::bus::api::payd::{BalanceRow, InvoiceState, PaydApi, PaymentState};
+use lcp::bus::api::Body;
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, InProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, InProcessNode, NodePair, PATIENCE};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -20,69 +20,27 @@ async fn payd(c: &Bus, req: PaydApi) -> Result<PaydApi, lcp::bus::BusError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_open_a_devnet_channel_and_pay_over_peerd_and_the_bus() {
-    let requester = InProcessNode::start().unwrap();
-    let provider = InProcessNode::start().unwrap();
-    let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-    let (provider_id, provider_listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
-    lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.unwrap();
-    lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.unwrap();
-    let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: provider_listen, persistent: false };
-    assert!(matches!(
-        rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.unwrap(),
-        Body::Peerd(PeerdApi::Connected(_))
-    ));
     // payd learns of the peer through peerd's event; opening waits until then.
-    let ch = poll_until(PATIENCE, "channel open", || async {
-        match payd(&rc, PaydApi::OpenChannel { node_id: provider_id.clone(), sats: 100_000 }).await {
-            Ok(PaydApi::Channel(c)) => Some(c),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(ch.counterparty, provider_id);
+    let p = Pair::start(100_000).await;
+    let ch = &p.channel;
+    assert_eq!(ch.counterparty, p.provider_id);
     assert!(ch.is_outbound && ch.capacity_sat == 100_000);
-    // The provider sees the channel too.
-    poll_until(PATIENCE, "provider's channel usable", || async {
-        match payd(&pc, PaydApi::ListChannels).await.ok()? {
-            PaydApi::Channels(c) if c.iter().any(|c| c.is_usable) => Some(()),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
     // lcp-cli shows the channel on both sides.
-    for (dir, outbound) in [(requester.dir.path().to_path_buf(), true), (provider.dir.path().to_path_buf(), false)] {
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
-                .arg("--datadir")
-                .arg(&dir)
-                .args(["channel", "list", "--json"])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (node, outbound) in [(&p.requester, true), (&p.provider, false)] {
+        let (ok, out, err) = cli(node.dir.path(), &["channel", "list", "--json"]).await;
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v[0]["channel_id"], ch.channel_id);
         assert_eq!(v[0]["is_outbound"], outbound);
     }
     // The provider invoices with a description hash; the requester pays it.
     let terms_hash = [0x3d; 32];
-    let (bolt11, payment_hash) =
-        match payd(&pc, PaydApi::CreateInvoice { amount_msat: 21_000, description_hash: terms_hash, expiry_secs: 300 })
-            .await
-            .unwrap()
-        {
-            PaydApi::Invoice { bolt11, payment_hash } => (bolt11, payment_hash),
-            other => panic!("{other:?}"),
-        };
+    let (bolt11, payment_hash) = p.invoice(21_000, terms_hash).await;
     assert!(bolt11.starts_with("lnbcrt"), "{bolt11}");
     let decoded = lcp::payd::backend::decode_bolt11(&bolt11).unwrap();
     assert_eq!(decoded.description_hash, Some(terms_hash));
     let paid = poll_until(PATIENCE, "payment", || async {
-        payd(&rc, PaydApi::Pay { bolt11: bolt11.clone(), max_fee_msat: 1000, timeout_secs: 20 }).await.ok()
+        payd(&p.rc, PaydApi::Pay { bolt11: bolt11.clone(), max_fee_msat: 1000, timeout_secs: 20 }).await.ok()
     })
     .await
     .unwrap();
@@ -94,8 +52,7 @@ async fn two_nodes_open_a_devnet_channel_and_pay_over_peerd_and_the_bus() {
         }
         other => panic!("{other:?}"),
     }
-    rc.close();
-    pc.close();
+    p.close();
 }
 
 /// Runs `lcp-cli --datadir DIR ARGS...`; returns (success, stdout, stderr).
@@ -115,46 +72,29 @@ async fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Two nodes whose peerds are connected, with a usable devnet channel from requester to provider.
-struct Pair {
-    requester: InProcessNode,
-    provider: InProcessNode,
-    rc: Bus,
-    pc: Bus,
-    provider_id: String,
-    channel: ChannelRow,
+/// Two nodes whose peerds are connected, with a devnet channel from requester to provider that is
+/// usable on the provider's side too.
+struct Pair(NodePair);
+
+impl std::ops::Deref for Pair {
+    type Target = NodePair;
+    fn deref(&self) -> &NodePair {
+        &self.0
+    }
 }
 
 impl Pair {
     async fn start(sats: u64) -> Pair {
-        let requester = InProcessNode::start().unwrap();
-        let provider = InProcessNode::start().unwrap();
-        let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
-        let (provider_id, provider_listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
-        lcp::testkit::wait_services(&rc, &[ServiceId::Payd]).await.unwrap();
-        lcp::testkit::wait_services(&pc, &[ServiceId::Payd]).await.unwrap();
-        let req = PeerdApi::Connect { node_id: provider_id.clone(), addr: provider_listen, persistent: false };
-        assert!(matches!(
-            rc.request(&ServiceId::Peerd, Body::Peerd(req), T).await.unwrap(),
-            Body::Peerd(PeerdApi::Connected(_))
-        ));
-        let channel = poll_until(PATIENCE, "channel open", || async {
-            match payd(&rc, PaydApi::OpenChannel { node_id: provider_id.clone(), sats }).await {
-                Ok(PaydApi::Channel(c)) => Some(c),
-                _ => None,
-            }
-        })
-        .await
-        .unwrap();
+        let p = NodePair::start(InProcessNode::start().unwrap(), sats).await.unwrap();
         poll_until(PATIENCE, "provider's channel usable", || async {
-            match payd(&pc, PaydApi::ListChannels).await.ok()? {
+            match payd(&p.pc, PaydApi::ListChannels).await.ok()? {
                 PaydApi::Channels(c) if c.iter().any(|c| c.is_usable) => Some(()),
                 _ => None,
             }
         })
         .await
         .unwrap();
-        Pair { requester, provider, rc, pc, provider_id, channel }
+        Pair(p)
     }
 
     async fn invoice(&self, amount_msat: u64, description_hash: [u8; 32]) -> (String, [u8; 32]) {

@@ -4,7 +4,9 @@ use lcp::bus::api::jobd::OutputItem;
 use lcp::bus::api::lcpd::WorkerRow;
 use lcp::bus::api::{Body, LcpdApi};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{make_fifo, poll_until, FifoRelease, InProcessNode, ProcessNode, TestJobs, PATIENCE};
+use lcp::testkit::{
+    gate_worker_config, make_fifo, poll_until, FifoRelease, InProcessNode, ProcessNode, TestJobs, GATE_TASK, PATIENCE,
+};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,32 +70,9 @@ async fn in_process_workers_run_jobs_and_report_offers() {
     n.node.shutdown().unwrap();
 }
 
-/// Worker config: one exec command per job that reads a FIFO path from its input, waits for a
-/// line on that FIFO, and prints it. The test decides when each job may finish.
-fn gate_config(capacity: u32) -> String {
-    format!(
-        r#"
-[jobd]
-capacity = {capacity}
-
-[jobd.backend]
-kind = "exec"
-
-[[jobd.backend.commands]]
-task_kind = "test.gate.v1"
-models = ["gate"]
-argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]
-content_type = "text/plain"
-
-[jobd.pricing.models.gate]
-price = {{ input_msat_per_mtok = 1000, output_msat_per_mtok = 1000 }}
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
-    let mut node = ProcessNode::start_with_config(Some(&gate_config(1)), &["w1", "w2"]).unwrap();
+    let mut node = ProcessNode::start_with_config(Some(&gate_worker_config(1, 1000)), &["w1", "w2"]).unwrap();
     let c = node.client().await.unwrap();
     wait_workers(&c, 2).await;
     let mut jobs = TestJobs::new(&c).unwrap();
@@ -101,7 +80,7 @@ async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
     let mut ids = Vec::new();
     for f in &fifos {
         make_fifo(f).unwrap();
-        let (id, _) = jobs.submit("test.gate.v1", "gate", format!("{}\n", f.display()).as_bytes()).await.unwrap();
+        let (id, _) = jobs.submit(GATE_TASK, "gate", format!("{}\n", f.display()).as_bytes()).await.unwrap();
         ids.push(id);
     }
     // Two run (one per worker), the third waits for capacity.
@@ -131,7 +110,7 @@ async fn worker_killed_before_streaming_has_its_job_rerun_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_after_streaming_started_fails_the_job() {
     // The job prints a line at once, then waits: killing its worker then is a terminal error.
-    let cfg = gate_config(1).replace(
+    let cfg = gate_worker_config(1, 1000).replace(
         r#"argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]"#,
         r#"argv = ["/bin/sh", "-c", "p=$(sed -n 's/.*\"gate\":\"\\([^\"]*\\)\".*/\\1/p'); echo started; read -r x < \"$p\"; printf '%s' \"$x\""]"#,
     );
@@ -143,7 +122,7 @@ async fn worker_killed_after_streaming_started_fails_the_job() {
     make_fifo(&fifo).unwrap();
     // A streamed job (`"stream": true`): its output is forwarded as it is written.
     let input = format!("{{\"stream\":true,\"gate\":\"{}\"}}", fifo.display());
-    let (id, _) = jobs.submit("test.gate.v1", "gate", input.as_bytes()).await.unwrap();
+    let (id, _) = jobs.submit(GATE_TASK, "gate", input.as_bytes()).await.unwrap();
     // Wait for its first bytes, then kill whichever worker runs it.
     let deadline = std::time::Instant::now() + PATIENCE;
     let victim = loop {
@@ -171,7 +150,7 @@ async fn worker_killed_after_streaming_started_fails_the_job() {
 async fn worker_quotes_with_the_reference_pricing_and_cancels_on_request() {
     use lcp::bus::api::jobd::JobSpec;
     use lcp::bus::api::JobdApi;
-    let cfg = gate_config(2);
+    let cfg = gate_worker_config(2, 1000);
     let node = ProcessNode::start_with_config(Some(&cfg), &["w1"]).unwrap();
     let c = node.client().await.unwrap();
     wait_workers(&c, 1).await;
@@ -179,7 +158,7 @@ async fn worker_quotes_with_the_reference_pricing_and_cancels_on_request() {
     // Act as lcpd towards the worker: quote, execute, cancel.
     let spec = |input: &[u8]| JobSpec {
         job_id: rand::random(),
-        task_kind: "test.gate.v1".into(),
+        task_kind: GATE_TASK.into(),
         model: Some("gate".into()),
         params: vec![],
         input: input.to_vec(),
