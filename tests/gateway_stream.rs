@@ -42,6 +42,19 @@ async fn read_until(s: &mut tokio::net::TcpStream, needle: &[u8]) -> Vec<u8> {
     got
 }
 
+/// Sends a chat completion request on a raw connection (so the test can drop it) and returns the
+/// connection.
+async fn post_chat(addr: std::net::SocketAddr, content: &str, stream: bool) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = chat(content, stream);
+    let req = format!(
+        "POST {CHAT_URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
 fn job_id_of(head: &[u8]) -> [u8; 32] {
     let text = String::from_utf8_lossy(head).to_ascii_lowercase();
     let line = text.lines().find(|l| l.starts_with("x-lcp-job-id:")).expect("job id header");
@@ -95,13 +108,7 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     // 2. A client that goes away mid-stream: the job is cancelled at the provider, which closes
     // its upstream request.
     let addr = n.gateway.unwrap();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = chat("bye", true);
-    let req = format!(
-        "POST {CHAT_URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut s = post_chat(addr, "bye", true).await;
     let got = read_until(&mut s, &events[0]).await;
     let job_id = job_id_of(&got);
     assert_eq!(gate.available_permits(), 0);
@@ -114,13 +121,7 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     // 3. A client that goes away while waiting for a JSON answer (nothing streamed to it yet):
     // cancelled as well, once the job is paid and running.
     hang.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = chat("wait", false);
-    let req = format!(
-        "POST {CHAT_URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let s = post_chat(addr, "wait", false).await;
     // The upstream has the request: the job is paid and running at the provider.
     loop {
         match up.next_event(T).await {
@@ -144,13 +145,7 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     // 4. The gateway stops while a stream is open: the connection gets a short grace, then the
     // job is cancelled as well, and the gateway leaves the bus within the node's shutdown grace.
     hang.store(false, std::sync::atomic::Ordering::SeqCst);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = chat("shutdown", true);
-    let req = format!(
-        "POST {CHAT_URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut s = post_chat(addr, "shutdown", true).await;
     let got = read_until(&mut s, &events[0]).await;
     let job_id = job_id_of(&got);
     n.stop_gateway().await;
