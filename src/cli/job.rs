@@ -358,7 +358,7 @@ fn finish(
             );
             Ok(String::new())
         }
-        JobOutcomeRow::Failed { lcp_code, message } => Err(CliError::Other(match lcp_code {
+        JobOutcomeRow::Failed { lcp_code, message, .. } => Err(CliError::Other(match lcp_code {
             Some(c) => format!("job failed (lcp_error {c}): {message}"),
             None => format!("job failed: {message}"),
         })),

@@ -168,7 +168,12 @@ mod tests {
     #[tokio::test]
     async fn a_failure_after_the_first_byte_cuts_the_stream() {
         let (tx, body, flag) = stream();
-        tx.send(JobEvent::Result(JobOutcomeRow::Failed { lcp_code: Some(7), message: "boom".into() })).unwrap();
+        tx.send(JobEvent::Result(JobOutcomeRow::Failed {
+            lcp_code: Some(7),
+            message: "boom".into(),
+            nothing_paid: false,
+        }))
+        .unwrap();
         let e = body.collect().await.unwrap_err();
         assert!(e.to_string().contains("boom"), "{e}");
         assert!(flag.load(Ordering::SeqCst));

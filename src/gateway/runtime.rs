@@ -605,6 +605,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
             }
             JobEvent::Result(outcome) => {
                 guard.done = true;
+                let retry = may_try_next(&outcome, paid, started);
                 let msg = match outcome {
                     JobOutcomeRow::Failed { message, .. } if !message.is_empty() => {
                         format!("provider job failed: {message}")
@@ -613,8 +614,32 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
                     _ => "provider returned non-ok status".to_string(),
                 };
                 let e = GatewayError::ProviderFailed(msg);
-                return Err(if paid || started { Failure::Fatal(e) } else { Failure::Retry(e) });
+                return Err(if retry { Failure::Retry(e) } else { Failure::Fatal(e) });
             }
         }
+    }
+}
+
+/// Whether a job that ended without a result may be bought from the next provider: only when
+/// it certainly cost nothing. A failure while the payment was in flight (the provider's error,
+/// our deadline, a cancel) may still have paid this provider.
+fn may_try_next(outcome: &JobOutcomeRow, paid: bool, started: bool) -> bool {
+    matches!(outcome, JobOutcomeRow::Failed { nothing_paid: true, .. }) && !paid && !started
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_job_that_certainly_cost_nothing_fails_over() {
+        let failed = |nothing_paid| JobOutcomeRow::Failed { lcp_code: None, message: "x".into(), nothing_paid };
+        assert!(may_try_next(&failed(true), false, false));
+        // The provider's error or our deadline while paying: the payment may have gone through.
+        assert!(!may_try_next(&failed(false), false, false));
+        assert!(!may_try_next(&JobOutcomeRow::Cancelled, false, false));
+        // Paid, or the result had started: never a second provider.
+        assert!(!may_try_next(&failed(true), true, false));
+        assert!(!may_try_next(&failed(true), false, true));
     }
 }

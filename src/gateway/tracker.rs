@@ -8,7 +8,7 @@
 //! started, and otherwise as soon as its payment is reported, so that the payment outcome is still
 //! learnt and counted. A job lcpd never finishes is dropped by [`Tracker::sweep`].
 
-use crate::bus::api::lcpd::JobEvent;
+use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -124,6 +124,7 @@ impl Tracker {
         let mut out = Vec::new();
         let Some(e) = self.jobs.get_mut(&job_id) else { return out };
         let finished = matches!(event, JobEvent::Result(_));
+        let nothing_paid = matches!(event, JobEvent::Result(JobOutcomeRow::Failed { nothing_paid: true, .. }));
         match &event {
             JobEvent::Paid { price_msat, .. } => {
                 Self::commit_once(job_id, e, *price_msat, &mut out);
@@ -152,12 +153,13 @@ impl Tracker {
         if finished {
             if let Some(mut e) = self.jobs.remove(&job_id) {
                 if !e.committed {
-                    if e.started {
-                        // A result only flows after payment; count it even without the report.
+                    if !e.started && nothing_paid {
+                        out.push(Action::Release { job_id });
+                    } else {
+                        // A result only flows after payment, and a job that ended while its
+                        // payment was in flight may have been paid: count it.
                         let p = e.price_msat;
                         Self::commit_once(job_id, &mut e, p, &mut out);
-                    } else {
-                        out.push(Action::Release { job_id });
                     }
                 }
             }
@@ -216,7 +218,6 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::api::lcpd::JobOutcomeRow;
 
     const J: [u8; 32] = [7; 32];
 
@@ -236,7 +237,12 @@ mod tests {
     }
 
     fn failed() -> JobEvent {
-        JobEvent::Result(JobOutcomeRow::Failed { lcp_code: None, message: "payment failed".into() })
+        JobEvent::Result(JobOutcomeRow::Failed { lcp_code: None, message: "payment failed".into(), nothing_paid: true })
+    }
+
+    /// The provider's error while the payment was in flight: whether it was paid is not known.
+    fn failed_while_paying() -> JobEvent {
+        JobEvent::Result(JobOutcomeRow::Failed { lcp_code: Some(7), message: "busy".into(), nothing_paid: false })
     }
 
     fn commit(price: u64) -> Action {
@@ -263,6 +269,15 @@ mod tests {
         assert_eq!(t.on_event(J, failed()), vec![Action::Release { job_id: J }]);
         let (mut t, _rx) = tracked();
         assert_eq!(t.refused(&J), vec![Action::Release { job_id: J }]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_job_ending_while_its_payment_is_in_flight_counts_as_paid() {
+        let (mut t, _rx) = tracked();
+        assert_eq!(t.on_event(J, failed_while_paying()), vec![commit(100)]);
+        let (mut t, _rx) = tracked();
+        assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![commit(100)]);
         assert!(t.is_empty());
     }
 

@@ -265,7 +265,9 @@ fn fail_code(kind: FailKind) -> ErrorCode {
 fn outcome_row(o: Outcome) -> JobOutcomeRow {
     match o {
         Outcome::Ok { content_type, len, sha256 } => JobOutcomeRow::Ok { content_type, len, sha256 },
-        Outcome::Failed { lcp_code, message, .. } => JobOutcomeRow::Failed { lcp_code, message },
+        Outcome::Failed { kind, lcp_code, message } => {
+            JobOutcomeRow::Failed { lcp_code, message, nothing_paid: kind == FailKind::PaymentFailed }
+        }
         Outcome::Cancelled => JobOutcomeRow::Cancelled,
     }
 }
@@ -687,8 +689,11 @@ impl State {
         let rec = self.store.requester_job(&job_id).ok().flatten();
         let result = self.store.requester_result(&job_id).ok().flatten();
         let (Some(rec), Some(data)) = (rec, result) else {
-            let ev =
-                JobEvent::Result(JobOutcomeRow::Failed { lcp_code: None, message: "stored result missing".into() });
+            let ev = JobEvent::Result(JobOutcomeRow::Failed {
+                lcp_code: None,
+                message: "stored result missing".into(),
+                nothing_paid: false,
+            });
             let _ = self.bus.send_event(to, Body::Lcpd(LcpdApi::JobEvent { job_id, event: ev }));
             return;
         };

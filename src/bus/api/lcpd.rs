@@ -166,8 +166,12 @@ pub enum JobOutcomeRow {
         lcp_code: Option<u16>,
         /// One line.
         message: String,
+        /// True only when it is certain that nothing was paid for the job (payd refused or failed
+        /// the payment). False when it was paid or the payment's outcome is not known yet: a
+        /// client must then not buy the same job elsewhere.
+        nothing_paid: bool,
     },
-    /// Cancelled.
+    /// Cancelled (whether it was paid is in the job's record).
     Cancelled,
 }
 

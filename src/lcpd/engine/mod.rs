@@ -172,7 +172,7 @@ pub enum FailKind {
     ResourceExhausted,
     /// Our own deadline passed.
     DeadlineExceeded,
-    /// The payment failed.
+    /// payd refused or failed the payment: nothing was paid (the only kind that says so).
     PaymentFailed,
     /// Something else.
     Internal,

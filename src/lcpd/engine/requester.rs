@@ -446,6 +446,15 @@ impl Engine {
                     tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment outcome unknown, will ask again: {reason}");
                 }
             }
+        } else if let PayOutcome::Paid(preimage) = outcome {
+            // The job ended (the provider's error, our deadline, a cancel) while its payment was
+            // in flight, and the payment went through: the record keeps the proof of payment.
+            let hash: [u8; 32] = Sha256::digest(preimage).into();
+            if hash == job.rec.payment_hash && job.rec.preimage.is_none() {
+                tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), state = job.rec.state.as_str(), "payment completed after the job ended");
+                job.rec.preimage = Some(preimage);
+                self.save_requester(&mut job, now, None);
+            }
         }
         self.rjobs.insert(job_id, job);
     }
