@@ -46,11 +46,12 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
 }
 
 async fn nodes() -> Nodes {
-    let provider = ProcessNode::start_with_config(
-        Some(&gate_worker_config(lcp::jobd::opts::DEFAULT_CAPACITY, 1_000_000)),
-        &["w1"],
-    )
-    .expect("provider");
+    nodes_with(&gate_worker_config(lcp::jobd::opts::DEFAULT_CAPACITY, 1_000_000), &["w1"]).await
+}
+
+/// A provider with this config and these workers, and a requester with a channel to it.
+async fn nodes_with(provider_config: &str, workers: &[&str]) -> Nodes {
+    let provider = ProcessNode::start_with_config(Some(provider_config), workers).expect("provider");
     let requester = ProcessNode::start(&[]).expect("requester");
     let (pc, rc) = (provider.client().await.expect("pc"), requester.client().await.expect("rc"));
     let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
@@ -78,12 +79,17 @@ async fn ready(rc: &Bus, provider_id: &str) {
 }
 
 async fn quote(n: &Nodes, fifo: &Path) -> QuoteRow {
+    quote_input(n, fifo, format!("{}\n", fifo.display()).into_bytes()).await
+}
+
+/// A quote for a gated job with this input (it names `fifo`, made here).
+async fn quote_input(n: &Nodes, fifo: &Path, input: Vec<u8>) -> QuoteRow {
     make_fifo(fifo).expect("fifo");
     let args = QuoteArgs {
         peer: n.provider_id.clone(),
         task_kind: GATE_TASK.into(),
         model: Some("gate".into()),
-        input: format!("{}\n", fifo.display()).into_bytes(),
+        input,
         input_content_type: Some("text/plain".into()),
         max_price_msat: None,
         timeout_secs: Some(120),
@@ -123,24 +129,31 @@ async fn restart(node: &mut ProcessNode, c: &Bus, svc: &str) {
 
 /// The requester ends with the verified result, paid exactly once.
 async fn assert_done_once(n: &Nodes, q: &QuoteRow, line: &str) {
+    let expected = line.as_bytes();
     let done = poll_until(LONG, "requester job done", || async {
         job(&n.rc, q.job_id, JobRole::Requester).await.filter(|(r, _)| r.state == "done")
     })
     .await;
+    let rows = if done.is_err() {
+        let (p, r) = (job(&n.pc, q.job_id, JobRole::Provider).await, job(&n.rc, q.job_id, JobRole::Requester).await);
+        format!("provider job: {:?}\nrequester job: {:?}", p.map(|j| j.0), r.map(|j| j.0))
+    } else {
+        String::new()
+    };
     let (r, result) = done.unwrap_or_else(|e| {
         panic!(
-            "{e}\n--- provider lcpd:\n{}\n--- provider jobd:\n{}\n--- requester lcpd:\n{}\n--- requester payd:\n{}\n--- requester peerd:\n{}",
+            "{e}\n{rows}\n--- provider lcpd:\n{}\n--- provider jobd:\n{}\n--- requester lcpd:\n{}\n--- requester payd:\n{}\n--- requester peerd:\n{}",
             n.provider.log("lcpd"),
-            n.provider.log("jobd/w1"),
+            n.provider.log("jobd/w1") + &n.provider.log("jobd/w2"),
             n.requester.log("lcpd"),
             n.requester.log("payd"),
             n.requester.log("peerd")
         )
     });
-    assert_eq!(result.as_deref(), Some(line.as_bytes()));
+    assert_eq!(result.as_deref(), Some(expected));
     let preimage = r.preimage.expect("preimage kept");
     assert_eq!(<[u8; 32]>::from(Sha256::digest(preimage)), q.payment_hash);
-    assert_eq!(r.result_hash, Some(Sha256::digest(line.as_bytes()).into()));
+    assert_eq!(r.result_hash, Some(Sha256::digest(expected).into()));
     let (p, _) = wait_state(&n.pc, q.job_id, JobRole::Provider, "done").await;
     assert_eq!(p.payment_hash, q.payment_hash);
     // Paid exactly once: the requester's channel balance dropped by the price, no more.
@@ -159,6 +172,60 @@ async fn provider_lcpd_killed_while_the_paid_job_runs() {
     restart(&mut n.provider, &pc, "lcpd").await;
     let _gate = FifoRelease::open(fifo, "after-provider-restart");
     assert_done_once(&n, &q, "after-provider-restart").await;
+}
+
+/// The worker is full with the killed lcpd's run when lcpd comes back: the new lcpd does not know
+/// that run, cancels it, and runs the paid job again once the worker has room (a worker that
+/// says it is full never fails a paid job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_lcpd_killed_while_its_only_worker_is_full() {
+    let mut n = nodes_with(&gate_worker_config(1, 1_000_000), &["w1"]).await;
+    let fifo = n.provider.dir.path().join("gate-full");
+    let q = quote(&n, &fifo).await;
+    execute(&n.rc, q.job_id).await;
+    wait_state(&n.pc, q.job_id, JobRole::Provider, "running").await;
+    let pc = n.pc.clone();
+    restart(&mut n.provider, &pc, "lcpd").await;
+    poll_until(LONG, "the old run cancelled", || async {
+        n.provider.log("lcpd").contains("cancelling a run that is not ours").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- provider lcpd:\n{}", n.provider.log("lcpd")));
+    let _gate = FifoRelease::open(fifo, "after-the-full-worker");
+    assert_done_once(&n, &q, "after-the-full-worker").await;
+}
+
+/// A worker dies while its SSE job waits for its first byte (the result has begun at lcpd, but
+/// nothing of it went to the requester: lcpd holds the `stream_begin` until the first bytes). The
+/// paid job runs again on the other worker and the requester gets one clean result stream.
+/// (`"stream": true` makes the exec worker's result SSE, forwarded as it is written.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_worker_killed_before_the_first_sse_byte_reruns_the_paid_job() {
+    let cfg = gate_worker_config(1, 1_000_000).replace(
+        r#"argv = ["/bin/sh", "-c", "read -r p; read -r x < \"$p\"; printf '%s' \"$x\""]"#,
+        r#"argv = ["/bin/sh", "-c", "p=$(sed -n 's/.*\"gate\":\"\\([^\"]*\\)\".*/\\1/p'); touch \"$p.run\"; read -r x < \"$p\"; printf '%s' \"$x\""]"#,
+    );
+    assert!(cfg.contains(".run"), "the gate command changed: {cfg}");
+    let mut n = nodes_with(&cfg, &["w1", "w2"]).await;
+    let fifo = n.provider.dir.path().join("gate-sse");
+    let input = format!("{{\"stream\":true,\"gate\":\"{}\"}}", fifo.display());
+    let q = quote_input(&n, &fifo, input.into_bytes()).await;
+    execute(&n.rc, q.job_id).await;
+    // The run has started (its worker sent the result's beginning before starting it).
+    let marker = fifo.with_extension("run");
+    poll_until(LONG, "the run started", || async { marker.exists().then_some(()) }).await.expect("run started");
+    let busy = poll_until(PATIENCE, "the busy worker", || async {
+        match lcpd(&n.pc, LcpdApi::ListWorkers).await.ok()? {
+            LcpdApi::Workers(rows) => rows.into_iter().find(|w| w.running == 1).map(|w| w.id),
+            _ => None,
+        }
+    })
+    .await
+    .expect("a worker runs the job");
+    n.provider.kill(&busy).expect("kill the worker");
+    let _gate = FifoRelease::open(fifo, "data: from-the-other-worker");
+    assert_done_once(&n, &q, "data: from-the-other-worker").await;
+    assert!(n.provider.log("lcpd").contains("worker gone"), "lcpd did not notice the dead worker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,13 +39,8 @@ impl Worker {
     fn announce(&self) -> Body {
         let offers =
             self.backend.offers().into_iter().map(|o| Offer { task_kind: o.task_kind, model: Some(o.model) }).collect();
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner).len() as u32;
-        Body::Jobd(JobdApi::Announce(WorkerAnnounce {
-            instance: self.instance,
-            offers,
-            capacity: self.capacity,
-            running,
-        }))
+        let runs = self.running.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        Body::Jobd(JobdApi::Announce(WorkerAnnounce { instance: self.instance, offers, capacity: self.capacity, runs }))
     }
 }
 

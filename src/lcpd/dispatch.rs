@@ -3,8 +3,16 @@
 //! output to the job's owner in order, and re-dispatches or fails the jobs of a worker that dies.
 //!
 //! Each dispatch gets a fresh run id (the `job_id` the worker sees), so output that arrives late
-//! from a worker the job was taken away from is recognised and dropped.
+//! from a worker the job was taken away from is recognised and dropped. Workers announce the run
+//! ids they run; a run the dispatcher does not know (left over from before an lcpd restart, or
+//! superseded) is cancelled, and holds its worker's capacity until it is gone.
+//!
+//! When a job may run again: a paid LCP job's output is buffered by lcpd until it ends, except an
+//! SSE result, whose bytes go to the requester as they come. So a job whose worker dies runs again
+//! on another worker unless bytes of it already left the node (an SSE chunk, or any output of an
+//! operator's test job); only then does it fail.
 
+use super::engine::provider::CONTENT_TYPE_SSE_PREFIX;
 use super::workers::{JobKey, Need, Orphan, Placement, PoolError, WorkerPool};
 use crate::bus::api::jobd::{JobSpec, OutputItem, WorkerAnnounce};
 use crate::bus::api::lcpd::WorkerRow;
@@ -16,8 +24,8 @@ use tokio::sync::mpsc;
 
 /// How long lcpd waits for a worker to accept a job.
 pub const EXECUTE_TIMEOUT: Duration = Duration::from_secs(10);
-/// LCP error code reported when a job's worker died after its output started (rate_limited:
-/// the reference's class for an unavailable upstream).
+/// LCP error code reported when a job's worker died after its output had left the node
+/// (rate_limited: the reference's class for an unavailable upstream).
 pub const WORKER_LOST_CODE: u16 = 7;
 
 /// Who gets a job's output.
@@ -37,6 +45,8 @@ struct Active {
     spec: JobSpec,
     run_id: Option<[u8; 32]>,
     worker: Option<ServiceId>,
+    /// The current run's result is SSE (its chunks leave the node as they come).
+    sse: bool,
 }
 
 /// The outcome of an `Execute` request, fed back into the dispatcher's loop.
@@ -70,16 +80,20 @@ impl Dispatcher {
     pub fn cancel(&mut self, key: &JobKey) -> bool {
         let Some(a) = self.active.get(key) else { return false };
         if let (Some(run_id), Some(worker)) = (a.run_id, a.worker.clone()) {
-            let bus = self.bus.clone();
-            tokio::spawn(async move {
-                let body = Body::Jobd(JobdApi::Cancel { job_id: run_id });
-                if let Err(e) = bus.request(&worker, body, EXECUTE_TIMEOUT).await {
-                    tracing::warn!(target: "lcpd", worker = %worker, "cancel not confirmed: {e}");
-                }
-            });
+            self.cancel_run(worker, run_id);
         }
         self.finish(key);
         true
+    }
+
+    fn cancel_run(&self, worker: ServiceId, run_id: [u8; 32]) {
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            let body = Body::Jobd(JobdApi::Cancel { job_id: run_id });
+            if let Err(e) = bus.request(&worker, body, EXECUTE_TIMEOUT).await {
+                tracing::warn!(target: "lcpd", worker = %worker, "cancel not confirmed: {e}");
+            }
+        });
     }
 
     /// The pool, for the manifest's offers.
@@ -94,7 +108,13 @@ impl Dispatcher {
 
     /// A worker announced itself.
     pub fn on_announce(&mut self, from: ServiceId, a: WorkerAnnounce) {
-        let (orphans, start) = self.pool.announce(from, a, Instant::now());
+        let foreign: Vec<[u8; 32]> = a.runs.iter().filter(|r| !self.runs.contains_key(*r)).copied().collect();
+        for run_id in &foreign {
+            tracing::info!(target: "lcpd", worker = %from, run = %hex::encode(&run_id[..8]), "cancelling a run that is not ours");
+            self.cancel_run(from.clone(), *run_id);
+        }
+        let foreign = u32::try_from(foreign.len()).unwrap_or(u32::MAX);
+        let (orphans, start) = self.pool.announce(from, a, foreign, Instant::now());
         self.handle_orphans(orphans);
         for (key, w) in start {
             self.start(key, w);
@@ -111,7 +131,7 @@ impl Dispatcher {
     ) -> Result<bool, PoolError> {
         let need = Need { task_kind: spec.task_kind.clone(), model: spec.model.clone() };
         let placement = self.pool.submit(key.clone(), need, prefer)?;
-        self.active.insert(key.clone(), Active { owner, spec, run_id: None, worker: None });
+        self.active.insert(key.clone(), Active { owner, spec, run_id: None, worker: None, sse: false });
         match placement {
             Placement::Run(w) => {
                 self.start(key, w);
@@ -129,6 +149,7 @@ impl Dispatcher {
         let run_id: [u8; 32] = rand::random();
         a.run_id = Some(run_id);
         a.worker = Some(worker.clone());
+        a.sse = false;
         self.runs.insert(run_id, key.clone());
         let spec = JobSpec { job_id: run_id, ..a.spec.clone() };
         let (bus, tx) = (self.bus.clone(), self.executed.clone());
@@ -154,6 +175,18 @@ impl Dispatcher {
                 let orphans = self.pool.worker_gone(&ex.worker);
                 self.handle_orphans(orphans);
             }
+            Err(BusError::Remote(RemoteError { code: ErrorCode::ResourceExhausted, message })) => {
+                // Busy with runs we do not know of yet: the job waits for room, first in line.
+                tracing::info!(target: "lcpd", worker = %ex.worker, "worker full, job queued again: {message}");
+                if let Some(a) = self.active.get_mut(&ex.key) {
+                    a.run_id = None;
+                    a.worker = None;
+                }
+                self.runs.remove(&ex.run_id);
+                for (k, w) in self.pool.refused_full(&ex.key, &ex.worker) {
+                    self.start(k, w);
+                }
+            }
             Err(e) => self.fail(&ex.key, WORKER_LOST_CODE, &format!("worker {} refused the job: {e}", ex.worker)),
         }
     }
@@ -164,14 +197,18 @@ impl Dispatcher {
             tracing::debug!(target: "lcpd", worker = %from, "output for an unknown or superseded run dropped");
             return;
         };
-        let Some(a) = self.active.get(&key) else { return };
+        let Some(a) = self.active.get_mut(&key) else { return };
         if a.worker.as_ref() != Some(from) {
             tracing::warn!(target: "lcpd", worker = %from, "output from a worker that does not run this job dropped");
             return;
         }
+        if let OutputItem::Begin { content_type } = &item {
+            a.sse = content_type.starts_with(CONTENT_TYPE_SSE_PREFIX);
+        }
         let owner = a.owner.clone();
+        let leaves_node = a.sse || owner != Owner::Lcp;
         let terminal = matches!(item, OutputItem::End { .. } | OutputItem::Failed { .. });
-        if matches!(item, OutputItem::Chunk(_)) {
+        if matches!(item, OutputItem::Chunk(_)) && leaves_node {
             self.pool.started_streaming(&key);
         }
         self.deliver(&key, &owner, item);
@@ -195,9 +232,7 @@ impl Dispatcher {
                         self.runs.remove(&old);
                     }
                 }
-                Orphan::Fail(key) => {
-                    self.fail(&key, WORKER_LOST_CODE, "the worker running this job went away after its output started")
-                }
+                Orphan::Fail(key, reason) => self.fail(&key, WORKER_LOST_CODE, reason),
             }
         }
     }

@@ -9,7 +9,10 @@
 //! * when every suitable worker is full, the job waits in a FIFO queue; at most
 //!   `max_inflight` jobs are running or queued, beyond that submission fails;
 //! * when a worker dies, its jobs that had not started streaming are dispatched again (or queued);
-//!   jobs that had started streaming fail, and the requester gets a terminal error.
+//!   jobs that had started streaming fail, and the requester gets a terminal error;
+//! * runs a worker reports that lcpd does not know (`foreign`: left over from a previous lcpd)
+//!   take capacity until they are gone, and a worker that refuses a job as full is taken as full
+//!   until its next announcement, the job going back to the front of the queue.
 
 use crate::bus::api::jobd::{Offer, WorkerAnnounce};
 use crate::bus::ServiceId;
@@ -18,6 +21,14 @@ use std::time::{Duration, Instant};
 
 /// A worker that has not announced itself for this long is considered gone.
 pub const WORKER_TTL: Duration = Duration::from_millis(3500);
+/// How long a queued job waits while no live worker serves its model (its worker died, say)
+/// before it fails (the same as lcpd's grace for dispatching a paid job).
+pub const NO_WORKER_GRACE: Duration = Duration::from_secs(300);
+
+/// Why an orphaned job failed.
+pub const FAIL_OUTPUT_SENT: &str = "the worker running this job went away after part of its result was sent";
+/// Why an orphaned job failed.
+pub const FAIL_NO_WORKER: &str = "no worker serving this job's model came back in time";
 
 /// A job's key inside lcpd (peer and job id are enough to be unique).
 pub type JobKey = (String, [u8; 32]);
@@ -66,8 +77,9 @@ pub enum Orphan {
     Rerun(JobKey, ServiceId),
     /// It had not started streaming and waits in the queue again.
     Requeued(JobKey),
-    /// It had started streaming (or no worker can take it): report a terminal error.
-    Fail(JobKey),
+    /// It had started streaming, or no worker took it within [`NO_WORKER_GRACE`]: report a
+    /// terminal error with this reason.
+    Fail(JobKey, &'static str),
 }
 
 #[derive(Debug)]
@@ -76,7 +88,15 @@ struct Worker {
     offers: Vec<Offer>,
     capacity: u32,
     running: Vec<JobKey>,
+    /// Runs it reported that are not ours (being cancelled); they hold capacity.
+    foreign: u32,
     last_seen: Instant,
+}
+
+impl Worker {
+    fn busy(&self) -> u32 {
+        (self.running.len() as u32).saturating_add(self.foreign)
+    }
 }
 
 #[derive(Debug)]
@@ -84,6 +104,8 @@ struct Job {
     need: Need,
     worker: Option<ServiceId>,
     streaming: bool,
+    /// Since when it waits in the queue with no live worker serving it.
+    orphaned_at: Option<Instant>,
 }
 
 /// The pool.
@@ -101,12 +123,14 @@ impl WorkerPool {
         Self { max_inflight, workers: BTreeMap::new(), jobs: HashMap::new(), queue: VecDeque::new() }
     }
 
-    /// Records an announcement. Returns what to do with the jobs of a previous instance of the
-    /// same worker (a restart kills them), and queued jobs that can run now.
+    /// Records an announcement; `foreign` is how many of the runs it reports are not ours.
+    /// Returns what to do with the jobs of a previous instance of the same worker (a restart
+    /// kills them), and queued jobs that can run now.
     pub fn announce(
         &mut self,
         id: ServiceId,
         a: WorkerAnnounce,
+        foreign: u32,
         now: Instant,
     ) -> (Vec<Orphan>, Vec<(JobKey, ServiceId)>) {
         let mut orphans = Vec::new();
@@ -119,7 +143,7 @@ impl WorkerPool {
                 job.worker = None;
                 if job.streaming {
                     self.jobs.remove(&key);
-                    orphans.push(Orphan::Fail(key));
+                    orphans.push(Orphan::Fail(key, FAIL_OUTPUT_SENT));
                 } else {
                     self.queue.push_front(key.clone());
                     orphans.push(Orphan::Requeued(key));
@@ -131,11 +155,17 @@ impl WorkerPool {
             offers: vec![],
             capacity: 0,
             running: vec![],
+            foreign: 0,
             last_seen: now,
         });
         w.offers = a.offers;
         w.capacity = a.capacity;
+        w.foreign = foreign;
         w.last_seen = now;
+        let offers = &w.offers;
+        for j in self.jobs.values_mut().filter(|j| j.need.served_by(offers)) {
+            j.orphaned_at = None;
+        }
         (orphans, self.drain_queue())
     }
 
@@ -147,7 +177,7 @@ impl WorkerPool {
                 id: id.to_string(),
                 offers: w.offers.clone(),
                 capacity: w.capacity,
-                running: w.running.len() as u32,
+                running: w.busy(),
             })
             .collect()
     }
@@ -164,7 +194,7 @@ impl WorkerPool {
     pub fn candidates(&self, need: &Need) -> Vec<ServiceId> {
         let mut v: Vec<(&ServiceId, &Worker)> =
             self.workers.iter().filter(|(_, w)| need.served_by(&w.offers)).collect();
-        v.sort_by_key(|(_, w)| w.running.len() as i64 - w.capacity as i64);
+        v.sort_by_key(|(_, w)| i64::from(w.busy()) - i64::from(w.capacity));
         v.into_iter().map(|(id, _)| id.clone()).collect()
     }
 
@@ -174,7 +204,7 @@ impl WorkerPool {
     }
 
     fn pick(&self, need: &Need, prefer: Option<&ServiceId>) -> Option<ServiceId> {
-        let free = |w: &Worker| (w.running.len() as u32) < w.capacity && need.served_by(&w.offers);
+        let free = |w: &Worker| w.busy() < w.capacity && need.served_by(&w.offers);
         if let Some(p) = prefer {
             if self.workers.get(p).is_some_and(free) {
                 return Some(p.clone());
@@ -183,7 +213,7 @@ impl WorkerPool {
         self.workers
             .iter()
             .filter(|(_, w)| free(w))
-            .min_by_key(|(_, w)| (w.running.len() * 1000) / (w.capacity.max(1) as usize))
+            .min_by_key(|(_, w)| (u64::from(w.busy()) * 1000) / u64::from(w.capacity.max(1)))
             .map(|(id, _)| id.clone())
     }
 
@@ -215,7 +245,7 @@ impl WorkerPool {
             Placement::Run(w) => Some(w.clone()),
             Placement::Queued => None,
         };
-        self.jobs.insert(key, Job { need, worker, streaming: false });
+        self.jobs.insert(key, Job { need, worker, streaming: false, orphaned_at: None });
         Ok(placement)
     }
 
@@ -225,12 +255,28 @@ impl WorkerPool {
         }
         if let Some(j) = self.jobs.get_mut(key) {
             j.worker = Some(w.clone());
+            j.orphaned_at = None;
         }
     }
 
     /// The worker a job runs on, if it runs.
     pub fn worker_of(&self, key: &JobKey) -> Option<&ServiceId> {
         self.jobs.get(key).and_then(|j| j.worker.as_ref())
+    }
+
+    /// The worker refused the job as full (it runs work we do not know of): the job goes back to
+    /// the front of the queue and the worker counts as full until its next announcement.
+    /// Returns queued jobs that can run now (elsewhere).
+    pub fn refused_full(&mut self, key: &JobKey, worker: &ServiceId) -> Vec<(JobKey, ServiceId)> {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.running.retain(|k| k != key);
+            w.foreign = w.capacity.saturating_sub(w.running.len() as u32);
+        }
+        if let Some(j) = self.jobs.get_mut(key).filter(|j| j.worker.as_ref() == Some(worker)) {
+            j.worker = None;
+            self.queue.push_front(key.clone());
+        }
+        self.drain_queue()
     }
 
     /// The job's first output reached the requester: from now on a worker death fails it.
@@ -271,7 +317,8 @@ impl WorkerPool {
         started
     }
 
-    /// Removes workers silent for longer than [`WORKER_TTL`]; returns what to do with their jobs.
+    /// Removes workers silent for longer than [`WORKER_TTL`], and fails orphaned jobs that no
+    /// worker took within [`NO_WORKER_GRACE`]; returns what to do with their jobs.
     pub fn expire(&mut self, now: Instant) -> Vec<Orphan> {
         let dead: Vec<ServiceId> = self
             .workers
@@ -279,7 +326,25 @@ impl WorkerPool {
             .filter(|(_, w)| now.saturating_duration_since(w.last_seen) > WORKER_TTL)
             .map(|(id, _)| id.clone())
             .collect();
-        dead.iter().flat_map(|id| self.worker_gone(id)).collect()
+        let mut out: Vec<Orphan> = dead.iter().flat_map(|id| self.worker_gone(id)).collect();
+        let mut given_up = Vec::new();
+        for (key, j) in self.jobs.iter_mut().filter(|(_, j)| j.worker.is_none()) {
+            if self.workers.values().any(|w| j.need.served_by(&w.offers)) {
+                j.orphaned_at = None;
+                continue;
+            }
+            let since = *j.orphaned_at.get_or_insert(now);
+            if now.saturating_duration_since(since) > NO_WORKER_GRACE {
+                given_up.push(key.clone());
+            }
+        }
+        given_up.sort();
+        for key in given_up {
+            self.jobs.remove(&key);
+            self.queue.retain(|k| k != &key);
+            out.push(Orphan::Fail(key, FAIL_NO_WORKER));
+        }
+        out
     }
 
     /// A worker is gone (unreachable, or expired); returns what to do with its jobs.
@@ -292,15 +357,10 @@ impl WorkerPool {
             job.worker = None;
             if job.streaming {
                 self.jobs.remove(&key);
-                out.push(Orphan::Fail(key));
+                out.push(Orphan::Fail(key, FAIL_OUTPUT_SENT));
                 continue;
             }
             let need = job.need.clone();
-            if !self.workers.values().any(|w| need.served_by(&w.offers)) {
-                self.jobs.remove(&key);
-                out.push(Orphan::Fail(key));
-                continue;
-            }
             match self.pick(&need, None) {
                 Some(nw) => {
                     self.assign(&key, &nw);
@@ -327,7 +387,7 @@ mod tests {
             instance: 1,
             offers: models.iter().map(|m| Offer { task_kind: CHAT.into(), model: Some(m.to_string()) }).collect(),
             capacity,
-            running: 0,
+            runs: vec![],
         }
     }
     fn w(n: &str) -> ServiceId {
@@ -344,8 +404,8 @@ mod tests {
     fn dispatches_to_a_serving_worker_with_capacity_and_prefers_the_quoter() {
         let t = Instant::now();
         let mut p = WorkerPool::new(10);
-        p.announce(w("a"), ann(&["m1"], 1), t);
-        p.announce(w("b"), ann(&["m1", "m2"], 2), t);
+        p.announce(w("a"), ann(&["m1"], 1), 0, t);
+        p.announce(w("b"), ann(&["m1", "m2"], 2), 0, t);
         assert_eq!(p.submit(key(1), need("m2"), None), Ok(Placement::Run(w("b"))));
         assert_eq!(p.submit(key(2), need("m1"), Some(&w("b"))), Ok(Placement::Run(w("b"))));
         // b is full now: the preference yields to capacity.
@@ -359,14 +419,14 @@ mod tests {
     fn queues_when_busy_up_to_max_inflight_and_drains_in_order() {
         let t = Instant::now();
         let mut p = WorkerPool::new(3);
-        p.announce(w("a"), ann(&["m"], 1), t);
+        p.announce(w("a"), ann(&["m"], 1), 0, t);
         assert_eq!(p.submit(key(1), need("m"), None), Ok(Placement::Run(w("a"))));
         assert_eq!(p.submit(key(2), need("m"), None), Ok(Placement::Queued));
         assert_eq!(p.submit(key(3), need("m"), None), Ok(Placement::Queued));
         assert_eq!(p.submit(key(4), need("m"), None), Err(PoolError::Full(3)));
         assert_eq!(p.finished(&key(1)), vec![(key(2), w("a"))]);
         // A new worker joining takes queued work at once.
-        assert_eq!(p.announce(w("b"), ann(&["m"], 1), t), (vec![], vec![(key(3), w("b"))]));
+        assert_eq!(p.announce(w("b"), ann(&["m"], 1), 0, t), (vec![], vec![(key(3), w("b"))]));
         assert_eq!(p.inflight(), 2);
     }
 
@@ -374,18 +434,38 @@ mod tests {
     fn dead_worker_jobs_rerun_unless_streaming_started() {
         let t = Instant::now();
         let mut p = WorkerPool::new(10);
-        p.announce(w("a"), ann(&["m"], 2), t);
+        p.announce(w("a"), ann(&["m"], 2), 0, t);
         p.submit(key(1), need("m"), None).unwrap();
         p.submit(key(2), need("m"), None).unwrap();
         p.started_streaming(&key(2));
-        p.announce(w("b"), ann(&["m"], 1), t + Duration::from_secs(3));
+        p.announce(w("b"), ann(&["m"], 1), 0, t + Duration::from_secs(3));
         let out = p.expire(t + WORKER_TTL + Duration::from_millis(1));
-        assert_eq!(out, vec![Orphan::Rerun(key(1), w("b")), Orphan::Fail(key(2))]);
+        assert_eq!(out, vec![Orphan::Rerun(key(1), w("b")), Orphan::Fail(key(2), FAIL_OUTPUT_SENT)]);
         assert_eq!(p.worker_of(&key(1)), Some(&w("b")));
         assert_eq!(p.worker_of(&key(2)), None);
-        // With no worker left for the model, a job that had not streamed fails too.
-        let out = p.worker_gone(&w("b"));
-        assert_eq!(out, vec![Orphan::Fail(key(1))]);
+        assert_eq!(p.inflight(), 1);
+    }
+
+    #[test]
+    fn a_job_without_a_worker_waits_for_one_then_fails() {
+        let t = Instant::now();
+        let mut p = WorkerPool::new(10);
+        p.announce(w("a"), ann(&["m"], 1), 0, t);
+        p.submit(key(1), need("m"), None).unwrap();
+        p.submit(key(2), need("m"), None).unwrap();
+        // The only worker for the model dies: its jobs wait, in their order.
+        let gone = t + WORKER_TTL + Duration::from_millis(1);
+        assert_eq!(p.expire(gone), vec![Orphan::Requeued(key(1))]);
+        assert_eq!(p.inflight(), 2);
+        // A worker for the model comes back in time: the job runs there.
+        let (_, started) = p.announce(w("c"), ann(&["m"], 1), 0, gone);
+        assert_eq!(started, vec![(key(1), w("c"))]);
+        // It dies too, and none comes back: after the grace both waiting jobs fail.
+        let gone2 = gone + WORKER_TTL + Duration::from_millis(1);
+        assert_eq!(p.expire(gone2), vec![Orphan::Requeued(key(1))]);
+        assert_eq!(p.expire(gone2 + NO_WORKER_GRACE), vec![]);
+        let out = p.expire(gone2 + NO_WORKER_GRACE + Duration::from_millis(1));
+        assert_eq!(out, vec![Orphan::Fail(key(1), FAIL_NO_WORKER), Orphan::Fail(key(2), FAIL_NO_WORKER)]);
         assert_eq!(p.inflight(), 0);
     }
 
@@ -393,8 +473,8 @@ mod tests {
     fn dead_worker_jobs_requeue_when_others_are_full() {
         let t = Instant::now();
         let mut p = WorkerPool::new(10);
-        p.announce(w("a"), ann(&["m"], 1), t);
-        p.announce(w("b"), ann(&["m"], 1), t);
+        p.announce(w("a"), ann(&["m"], 1), 0, t);
+        p.announce(w("b"), ann(&["m"], 1), 0, t);
         p.submit(key(1), need("m"), None).unwrap();
         p.submit(key(2), need("m"), None).unwrap();
         let gone = p.worker_of(&key(1)).cloned().unwrap();
@@ -407,13 +487,35 @@ mod tests {
     fn a_restarted_worker_loses_its_jobs() {
         let t = Instant::now();
         let mut p = WorkerPool::new(10);
-        p.announce(w("a"), ann(&["m"], 1), t);
+        p.announce(w("a"), ann(&["m"], 1), 0, t);
         p.submit(key(1), need("m"), None).unwrap();
         let again = WorkerAnnounce { instance: 2, ..ann(&["m"], 1) };
         // The job ran on the old instance; the new one takes it again.
-        let (orphans, started) = p.announce(w("a"), again, t);
+        let (orphans, started) = p.announce(w("a"), again, 0, t);
         assert_eq!(orphans, vec![Orphan::Requeued(key(1))]);
         assert_eq!(started, vec![(key(1), w("a"))]);
+    }
+
+    #[test]
+    fn foreign_runs_hold_capacity_and_a_full_refusal_requeues_first() {
+        let t = Instant::now();
+        let mut p = WorkerPool::new(10);
+        // A worker still busy with a run of a previous lcpd: no room for ours.
+        p.announce(w("a"), ann(&["m"], 1), 1, t);
+        assert_eq!(p.submit(key(1), need("m"), None), Ok(Placement::Queued));
+        assert_eq!(p.rows()[0].running, 1);
+        // That run was cancelled: the next announcement frees the worker and the job runs.
+        assert_eq!(p.announce(w("a"), ann(&["m"], 1), 0, t), (vec![], vec![(key(1), w("a"))]));
+        // A worker that refuses a job as full although we counted room for it.
+        p.announce(w("b"), ann(&["m"], 2), 0, t);
+        assert_eq!(p.submit(key(2), need("m"), None), Ok(Placement::Run(w("b"))));
+        assert_eq!(p.refused_full(&key(2), &w("b")), vec![]);
+        assert_eq!(p.worker_of(&key(2)), None);
+        assert_eq!(p.submit(key(3), need("m"), None), Ok(Placement::Queued));
+        // Its next announcement tells the truth: the refused job runs first, then the next.
+        let (_, started) = p.announce(w("b"), ann(&["m"], 2), 0, t);
+        assert_eq!(started, vec![(key(2), w("b")), (key(3), w("b"))]);
+        assert_eq!(p.inflight(), 3);
     }
 
     #[test]
@@ -424,9 +526,9 @@ mod tests {
             instance: 7,
             offers: vec![Offer { task_kind: CHAT.into(), model: None }],
             capacity: 1,
-            running: 0,
+            runs: vec![],
         };
-        p.announce(w("x"), any, t);
+        p.announce(w("x"), any, 0, t);
         assert_eq!(p.submit(key(1), need("whatever"), None), Ok(Placement::Run(w("x"))));
         let other = Need { task_kind: "openai.responses.v1".into(), model: None };
         assert!(matches!(p.submit(key(2), other, None), Err(PoolError::NoWorker { .. })));

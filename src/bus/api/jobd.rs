@@ -20,8 +20,10 @@ pub struct WorkerAnnounce {
     pub offers: Vec<Offer>,
     /// How many jobs it runs at once.
     pub capacity: u32,
-    /// How many it runs now.
-    pub running: u32,
+    /// The run ids (the `job_id` of [`JobSpec`]) it runs now. lcpd cancels those it does not
+    /// know (runs of a previous lcpd, or superseded ones) and counts them against the capacity
+    /// until they are gone.
+    pub runs: Vec<[u8; 32]>,
 }
 
 /// A job as jobd sees it.

@@ -43,6 +43,9 @@ pub struct PJob {
     result_in_memory: bool,
     /// Live SSE stream: splitter, stream id, envelope expiry.
     live: Option<(ChunkSplitter, [u8; 32], u64)>,
+    /// The live stream's `stream_begin`, held until its first bytes: until then nothing of the
+    /// result has reached the peer, so a run lost with its worker can start again unseen.
+    begin_pending: Option<StreamBegin>,
     /// The peer went away during a live stream: deliver again from the store.
     broken: bool,
     /// A dispatch must be (re)tried.
@@ -97,6 +100,7 @@ impl PJob {
             result: Vec::new(),
             result_in_memory: false,
             live: None,
+            begin_pending: None,
             broken: false,
             dispatch_pending: false,
             finished_at: None,
@@ -565,6 +569,8 @@ impl Engine {
         job.rec.state = ProviderState::Running;
         job.result.clear();
         job.result_in_memory = false;
+        job.live = None;
+        job.begin_pending = None;
         job.rec.result_content_type = Some(content_type.clone());
         if !content_type.starts_with(CONTENT_TYPE_SSE_PREFIX) {
             return;
@@ -591,11 +597,18 @@ impl Engine {
             content_encoding: v02::CONTENT_ENCODING_IDENTITY.into(),
             extra: Vec::new(),
         };
-        job.rec.state = ProviderState::Streaming;
         job.broken = false;
-        self.save_provider(job, now, false, false);
-        self.send(&job.rec.peer.clone(), LcpMessage::StreamBegin(begin));
+        job.begin_pending = Some(begin);
         job.live = Some((splitter, stream_id, expiry));
+    }
+
+    /// Sends the live stream's `stream_begin` if it is still held (the first bytes are going out).
+    fn send_pending_begin(&mut self, now: u64, job: &mut PJob) {
+        if let Some(begin) = job.begin_pending.take() {
+            job.rec.state = ProviderState::Streaming;
+            self.save_provider(job, now, false, false);
+            self.send(&job.rec.peer.clone(), LcpMessage::StreamBegin(begin));
+        }
     }
 
     fn result_chunk(&mut self, now: u64, job: &mut PJob, data: &[u8]) {
@@ -605,9 +618,10 @@ impl Engine {
             return self.fail_result_too_large(now, job);
         }
         job.result.extend_from_slice(data);
-        if job.broken {
+        if job.broken || job.live.is_none() {
             return;
         }
+        self.send_pending_begin(now, job);
         let peer = job.rec.peer.clone();
         if let Some((splitter, _, _)) = job.live.as_mut() {
             let mut chunks = Vec::new();
@@ -635,6 +649,10 @@ impl Engine {
             job.rec.result_content_type = Some(CONTENT_TYPE_JSON.into());
         }
         job.result_in_memory = true;
+        if job.live.is_some() && !job.broken && self.peers.is_connected(&job.rec.peer) {
+            self.send_pending_begin(now, job);
+        }
+        job.begin_pending = None;
         match job.live.take() {
             Some((splitter, stream_id, expiry)) if !job.broken && self.peers.is_connected(&job.rec.peer) => {
                 let (len, sha256) = splitter.finish();

@@ -264,6 +264,19 @@ impl World {
         self.r.paid(self.now, job_id, PayOutcome::Paid(preimage));
     }
 
+    /// A connected world with `work` at the provider, one job quoted and accepted (paid at once
+    /// unless `auto_pay` is false, when the payment is held in `held_pays`).
+    fn accepted(work: Work, auto_pay: bool) -> (Self, [u8; 32]) {
+        let mut w = Self::new();
+        w.work = work;
+        w.connect();
+        w.auto_pay = auto_pay;
+        let id = w.quote();
+        w.r.accept(w.now, id, None).expect("accept");
+        w.pump();
+        (w, id)
+    }
+
     fn quote(&mut self) -> [u8; 32] {
         let id = self
             .r
@@ -472,12 +485,7 @@ fn whole_job_quote_pay_result() {
 
 #[test]
 fn sse_result_is_streamed_as_it_arrives() {
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     let key = (w.r_id.clone(), id);
     w.p.output(w.now, &key, OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() });
     w.p.output(w.now, &key, OutputItem::Chunk(b"data: one\n\n".to_vec()));
@@ -491,6 +499,77 @@ fn sse_result_is_streamed_as_it_arrives() {
     w.p.output(w.now, &key, OutputItem::End { len: 0, sha256: [0; 32] });
     w.pump();
     assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 25, .. })), "{:?}", w.finished(id));
+}
+
+#[test]
+fn a_run_lost_before_any_result_byte_left_starts_again_unseen() {
+    let (mut w, id) = World::accepted(Work::Hang, true);
+    let key = (w.r_id.clone(), id);
+    let begins = |w: &World| w.p_sent.iter().filter(|m| matches!(m, LcpMessage::StreamBegin(_))).count();
+    // A buffered (JSON) run produces part of its result, then its worker dies; the run that
+    // replaces it starts over: only the second run's bytes make the result.
+    w.p.output(w.now, &key, OutputItem::Begin { content_type: "application/json; charset=utf-8".into() });
+    w.p.output(w.now, &key, OutputItem::Chunk(b"{\"first run".to_vec()));
+    w.pump();
+    assert_eq!(begins(&w), 0, "nothing of a buffered result leaves before it ends");
+    // An SSE run that has not produced a byte yet: its stream_begin is held back too.
+    w.p.output(w.now, &key, OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() });
+    w.pump();
+    assert_eq!(begins(&w), 0, "an SSE stream_begin waits for the first bytes");
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Running, "no streaming state saved before bytes leave");
+    // The third run completes.
+    w.p.output(w.now, &key, OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() });
+    w.p.output(w.now, &key, OutputItem::Chunk(b"data: x\n\n".to_vec()));
+    w.pump();
+    assert_eq!(begins(&w), 1);
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Streaming);
+    w.p.output(w.now, &key, OutputItem::End { len: 0, sha256: [0; 32] });
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 9, .. })), "{:?}", w.finished(id));
+    assert_eq!(begins(&w), 1);
+    // An SSE result with no bytes at all still goes out as an (empty) stream.
+    let (w, id) = World::accepted(
+        Work::Output(vec![
+            OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() },
+            OutputItem::End { len: 0, sha256: Sha256::digest(b"").into() },
+        ]),
+        true,
+    );
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 0, .. })), "{:?}", w.finished(id));
+}
+
+#[test]
+fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    let (job_id, bolt11) = w.held_pays.pop().expect("a payment was asked for");
+    // The provider gives up on the job while our payment is still in flight.
+    let err = LcpMessage::Error(LcpError {
+        envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [9; 32], expiry: w.now + 300 },
+        code: ErrorCode::RateLimited,
+        message: Some("busy".into()),
+        extra: Vec::new(),
+    });
+    w.r.on_message(w.now, &w.p_id.clone(), err);
+    w.pump();
+    // Not a payment failure: nobody may take it as "nothing was paid".
+    assert!(
+        matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::ResourceExhausted, .. })),
+        "{:?}",
+        w.finished(id)
+    );
+    // The payment then goes through: the record keeps the preimage, the job stays failed.
+    w.pay(job_id, &bolt11);
+    w.pump();
+    let rec = &w.r_saved[&id].0;
+    assert_eq!(rec.state, RequesterState::Failed);
+    let preimage = rec.preimage.expect("preimage recorded");
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(preimage)), rec.payment_hash);
+    // Only a payment payd refused is a payment failure.
+    let (mut w, id) = World::accepted(Work::Output(json_output(br#"{"ok":true}"#)), false);
+    let (job_id, _) = w.held_pays.pop().expect("a payment was asked for");
+    w.r.paid(w.now, job_id, PayOutcome::Failed("no route".into()));
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::PaymentFailed, .. })));
 }
 
 #[test]
@@ -728,12 +807,7 @@ fn requester_checks_the_quote_before_paying() {
 
 #[test]
 fn cancel_stops_the_run_and_is_answered() {
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     w.r.cancel(w.now, id, Some("user".into())).expect("cancel");
     w.pump();
     assert_eq!(w.cancels, 1);
@@ -752,11 +826,7 @@ fn cancel_stops_the_run_and_is_answered() {
 
 #[test]
 fn quirk_spurious_error_after_a_finished_job_is_ignored() {
-    let mut w = World::new();
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Output(json_output(br#"{"ok":true}"#)), true);
     assert!(matches!(w.finished(id), Some(Outcome::Ok { .. })));
     // The reference's requester node answers our result stream_end with this error.
     let spurious = LcpMessage::Error(LcpError {
@@ -775,12 +845,8 @@ fn quirk_spurious_error_after_a_finished_job_is_ignored() {
 
 #[test]
 fn quirk_error_instead_of_result_after_payment_ends_the_job() {
-    let mut w = World::new();
-    w.work = Work::Output(vec![OutputItem::Failed { lcp_code: 7, message: "upstream 503".into() }]);
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (w, id) =
+        World::accepted(Work::Output(vec![OutputItem::Failed { lcp_code: 7, message: "upstream 503".into() }]), true);
     assert_eq!(
         w.finished(id),
         Some(Outcome::Failed {
@@ -792,12 +858,7 @@ fn quirk_error_instead_of_result_after_payment_ends_the_job() {
     assert_eq!(w.p_saved[&id].0.state, ProviderState::Failed);
     assert_eq!(w.r_saved[&id].0.state, RequesterState::Failed);
     // A provider result(failed) ends it too.
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     let failed = LcpMessage::Result(LcpResult {
         envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [6; 32], expiry: w.now + 300 },
         outcome: ResultOutcome::Failed { message: None },
@@ -810,12 +871,7 @@ fn quirk_error_instead_of_result_after_payment_ends_the_job() {
 
 #[test]
 fn quirk_silent_provider_hits_our_deadline() {
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     w.r.tick(w.now + 59);
     w.pump();
     assert_eq!(w.finished(id), None);
@@ -836,12 +892,7 @@ fn quirk_silent_provider_hits_our_deadline() {
 fn result_checks_on_the_requester() {
     // A result whose lcp_result disagrees with the stream fails with checksum_mismatch, and
     // the provider hears it.
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     let data = b"abc".to_vec();
     let sha: [u8; 32] = Sha256::digest(&data).into();
     let e = |m: u8| Envelope { protocol_version: 2, job_id: id, msg_id: [m; 32], expiry: w.now + 300 };
@@ -912,12 +963,7 @@ fn result_checks_on_the_requester() {
 #[test]
 fn restart_provider_paid_job_runs_and_requester_gets_result_again() {
     // Requester paid; the provider "crashes" right after recording the payment.
-    let mut w = World::new();
-    w.work = Work::Hang;
-    w.connect();
-    let id = w.quote();
-    w.r.accept(w.now, id, None).expect("accept");
-    w.pump();
+    let (mut w, id) = World::accepted(Work::Hang, true);
     assert_eq!(w.p_saved[&id].0.state, ProviderState::Running);
     let (rec, input, _) = w.p_saved[&id].clone();
     // A new provider engine from the stored record, a new connection.
