@@ -191,7 +191,6 @@ fn bare_node(seed: u8) -> BareNode {
     let (tx, events) = mpsc::unbounded_channel();
     let (dcm, dpm, dmon) = (cm.clone(), pm.clone(), chain_monitor);
     tokio::spawn(async move {
-        let to_claim = std::sync::Mutex::new(Vec::new());
         let handler = |event: Event| -> Result<(), ReplayEvent> {
             match event {
                 Event::OpenChannelRequest { temporary_channel_id, counterparty_node_id, .. } => {
@@ -219,10 +218,9 @@ fn bare_node(seed: u8) -> BareNode {
                     let _ = tx.send(BareEvent::Ready);
                 }
                 Event::PaymentClaimable { purpose, .. } => {
+                    // An event handler may call back into the ChannelManager (LDK's contract).
                     if let Some(p) = purpose.preimage() {
-                        if let Ok(mut c) = to_claim.lock() {
-                            c.push(p);
-                        }
+                        dcm.claim_funds(p);
                     }
                 }
                 Event::PaymentSent { payment_hash, .. } => {
@@ -242,25 +240,43 @@ fn bare_node(seed: u8) -> BareNode {
             }
             Ok(())
         };
+        // The driver waits for the ChannelManager or the ChainMonitor to signal work and then does
+        // one round: HTLC forwards, events, and the PeerManager's `process_events` (which takes
+        // the ChannelManager's pending messages and writes them to the pipe). Every round ends
+        // at an await: work a round causes (a claim, a decoded HTLC, a message handled by the
+        // reader task) notifies the futures taken before the round, so the next round follows
+        // at once, and nothing else needs polling.
+        //
+        // The stall this baseline used to have came from treating
+        // `needs_pending_htlc_processing()` as "a forward is ready": in LDK 0.2 it is also true
+        // for as long as an outbound payment could still be retried (`Retry::Attempts(3)` and
+        // fewer attempts made), that is, for the whole life of every payment in flight. The old
+        // loop then went round again without awaiting, so the payer's driver spun on a runtime
+        // worker until the payment completed. The payee's reader task, woken on that same worker
+        // when the payer's PeerManager wrote `update_add_htlc` into the pipe, sat in the worker's
+        // LIFO slot, which tokio's other workers do not steal: it never ran, the HTLC was never
+        // handled, and the payment never completed. Here the loop calls
+        // `process_pending_htlc_forwards` whenever LDK asks, but only the futures decide whether
+        // to go round again: its real work (decoding an HTLC, a retry) notifies the
+        // ChannelManager's future, a call that only found nothing to retry does not.
+        let tick = Duration::from_secs(60);
+        let mut next_tick = tokio::time::Instant::now() + tick;
         loop {
-            let f1 = dcm.get_event_or_persistence_needed_future();
-            let f2 = dmon.get_update_future();
+            let cm_future = dcm.get_event_or_persistence_needed_future();
+            let mon_future = dmon.get_update_future();
+            if dcm.needs_pending_htlc_processing() {
+                dcm.process_pending_htlc_forwards();
+            }
             dcm.process_pending_events(&handler);
             dmon.process_pending_events(&handler);
-            let claims: Vec<_> = to_claim.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default();
-            let claimed = !claims.is_empty();
-            for p in claims {
-                dcm.claim_funds(p);
-            }
             dpm.process_events();
-            if dcm.needs_pending_htlc_processing() || claimed {
-                dcm.process_pending_htlc_forwards();
-                continue;
-            }
             tokio::select! {
-                _ = f1 => {}
-                _ = f2 => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cm_future => {}
+                _ = mon_future => {}
+                _ = tokio::time::sleep_until(next_tick) => {
+                    dcm.timer_tick_occurred();
+                    next_tick = tokio::time::Instant::now() + tick;
+                }
             }
         }
     });
