@@ -175,6 +175,9 @@ async fn paid_job_between_two_nodes_with_records_and_cli() {
     assert!(text.contains(&job) && text.contains("done"), "{text}");
     let out = cli(vec!["job".into(), "show".into(), job.clone(), "--result".into()]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deterministic-output");
+    let out = cli(vec!["job".into(), "show".into(), job.clone(), "--result".into(), "--json".into()]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --result --json prints JSON");
+    assert_eq!((v["job_id"].as_str(), v["result"].as_str()), (Some(job.as_str()), Some("deterministic-output")));
     // Human output of `job run`: the result on stdout, the summary on stderr.
     let out =
         cli(vec!["job".into(), "run".into(), provider.clone(), "-m".into(), MODEL.into(), "-p".into(), "hey".into()])
