@@ -25,16 +25,7 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
 pub async fn pair() -> NodePair {
     let p = NodePair::start(InProcessNode::start().unwrap(), 1_000_000).await.unwrap();
     // The provider's manifest, with its worker's offer, reaches the requester.
-    poll_until(PATIENCE, "provider manifest with tasks", || async {
-        match lcpd(&p.rc, LcpdApi::ListLcpPeers).await.ok()? {
-            LcpdApi::LcpPeers(peers) => peers.into_iter().find(|m| {
-                m.node_id == p.provider_id && m.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(MODEL))
-            }),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    lcp::testkit::wait_offer(&p.rc, &p.provider_id, MODEL).await.unwrap();
     p
 }
 
