@@ -76,6 +76,21 @@ pub async fn peerd_address(bus: &Bus) -> anyhow::Result<(String, String)> {
     .await
 }
 
+/// Waits until `bus`'s lcpd holds the LCP manifest of the peer `node_id` with an offer of `model`;
+/// returns that peer's row.
+pub async fn wait_offer(bus: &Bus, node_id: &str, model: &str) -> anyhow::Result<crate::bus::api::lcpd::LcpPeerRow> {
+    use crate::bus::api::LcpdApi;
+    poll_until(PATIENCE, &format!("{node_id}'s manifest offering {model}"), || async {
+        match bus.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListLcpPeers), Duration::from_secs(5)).await {
+            Ok(Body::Lcpd(LcpdApi::LcpPeers(peers))) => peers
+                .into_iter()
+                .find(|p| p.node_id == node_id && p.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(model))),
+            _ => None,
+        }
+    })
+    .await
+}
+
 /// Connects `bus`'s peerd to the peer `node_id` at `addr` and opens a devnet channel of `sats` to
 /// it, asking again until the peer's connection is ready for channel messages.
 pub async fn connect_with_channel(
@@ -238,21 +253,13 @@ impl ProcessNode {
 
     /// Like [`ProcessNode::start`], with `DATADIR/lcp.toml` written first when `config` is given.
     pub fn start_with_config(config: Option<&str>, jobd_workers: &[&str]) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let mut node = Self::empty()?;
         if let Some(c) = config {
-            std::fs::write(dir.path().join(crate::config::DEFAULT_CONFIG_NAME), c)?;
+            std::fs::write(node.dir.path().join(crate::config::DEFAULT_CONFIG_NAME), c)?;
         }
-        let mut node = Self { endpoint: Endpoint::Inproc("unset".into()), dir, daemons: BTreeMap::new() };
         node.spawn("lcpd", "lcpd", &["--bus", "tcp://127.0.0.1:0"])?;
-        let dd = Datadir::open(node.dir.path())?;
-        let mut ep = None;
-        wait_until(PATIENCE, "lcpd to write bus.endpoint", || {
-            ep = dd.read_bus_endpoint();
-            ep.is_some()
-        })
-        .map_err(|e| node.with_log("lcpd", e))?;
-        node.endpoint = ep.ok_or_else(|| anyhow::anyhow!("no endpoint"))?;
+        let dir = node.dir.path().to_path_buf();
+        node.wait_endpoint("lcpd", &dir)?;
         for svc in ["peerd", "payd"] {
             node.start_daemon(svc)?;
         }
@@ -260,6 +267,38 @@ impl ProcessNode {
             node.start_worker(w)?;
         }
         Ok(node)
+    }
+
+    /// A node with no daemon yet: a fresh data directory with its `logs/`.
+    pub fn empty() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        Ok(Self { endpoint: Endpoint::Inproc("unset".into()), dir, daemons: BTreeMap::new() })
+    }
+
+    /// The whole node as one `lcpnode` process, started with `--datadir` and `args` and with `env`
+    /// added to its environment; returns once its bus is up.
+    pub fn lcpnode(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut node = Self::empty()?;
+        let dir = node.dir.path().to_path_buf();
+        let dd = dir.to_str().ok_or_else(|| anyhow::anyhow!("datadir is not UTF-8"))?;
+        node.spawn_env("lcpnode", "lcpnode", &[&["--datadir", dd][..], args].concat(), env)?;
+        node.wait_endpoint("lcpnode", &dir)?;
+        Ok(node)
+    }
+
+    /// Waits until the daemon `name`, which hosts the bus, has written its endpoint into
+    /// `datadir`; this node's clients use that endpoint from then on.
+    pub fn wait_endpoint(&mut self, name: &str, datadir: &Path) -> anyhow::Result<()> {
+        let dd = Datadir::open(datadir)?;
+        let mut ep = None;
+        wait_until(PATIENCE, &format!("{name} to write bus.endpoint"), || {
+            ep = dd.read_bus_endpoint();
+            ep.is_some()
+        })
+        .map_err(|e| self.with_log(name, e))?;
+        self.endpoint = ep.ok_or_else(|| anyhow::anyhow!("no endpoint"))?;
+        Ok(())
     }
 
     fn with_log(&self, name: &str, e: anyhow::Error) -> anyhow::Error {
@@ -295,10 +334,16 @@ impl ProcessNode {
     /// Spawns a binary with exactly these arguments (for a daemon with a data directory of its
     /// own, as on another host); its log still goes to this node's `logs/`.
     pub fn spawn_raw(&mut self, name: &str, bin: &str, args: &[&str]) -> anyhow::Result<()> {
+        self.spawn_env(name, bin, args, &[])
+    }
+
+    /// [`ProcessNode::spawn_raw`] with `env` added to the environment.
+    pub fn spawn_env(&mut self, name: &str, bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
         let log = self.dir.path().join("logs").join(format!("{}.log", name.replace('/', "-")));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = Command::new(bin_path(bin))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .env_remove("LCP_CONFIG")
             .stdin(Stdio::null())

@@ -249,13 +249,8 @@ async fn a_service_stops_promptly_when_its_broker_is_gone() {
 /// path (`--node-key`); `lcp-cli health` checks the services it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_with_own_datadirs_share_generated_bus_keys_and_one_node_key() {
-    let mut node = ProcessNode {
-        dir: tempfile::tempdir().unwrap(),
-        endpoint: Endpoint::Inproc("unset".into()),
-        daemons: [].into(),
-    };
+    let mut node = ProcessNode::empty().unwrap();
     let root = node.dir.path().to_path_buf();
-    std::fs::create_dir_all(root.join("logs")).unwrap();
     let path = |p: &str| root.join(p).to_str().unwrap().to_string();
     let (secrets, node_key) = (path("secrets"), path("identity/node.key"));
     std::fs::create_dir_all(root.join("identity")).unwrap();
@@ -274,14 +269,7 @@ async fn daemons_with_own_datadirs_share_generated_bus_keys_and_one_node_key() {
 
     let lcpd = ["--datadir", &path("lcpd"), "--bus", "tcp://127.0.0.1:0", "--bus-server-key", &server_key];
     node.spawn_raw("lcpd", "lcpd", &[&lcpd[..], &["--node-key", &node_key]].concat()).unwrap();
-    let dd = lcp::datadir::Datadir::open(&root.join("lcpd")).unwrap();
-    let mut ep = None;
-    testkit::wait_until(PATIENCE, "lcpd's bus endpoint", || {
-        ep = dd.read_bus_endpoint();
-        ep.is_some()
-    })
-    .unwrap();
-    node.endpoint = ep.unwrap();
+    node.wait_endpoint("lcpd", &root.join("lcpd")).unwrap();
     let bus = node.endpoint.to_string();
     let joined = |dir: &str| {
         vec!["--datadir".to_string(), path(dir), "--bus".into(), bus.clone(), "--bus-key".into(), client_key.clone()]

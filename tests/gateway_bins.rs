@@ -7,7 +7,7 @@ mod gateway_common;
 
 use gateway_common::{call, client};
 use lcp::bus::{Bus, ServiceId};
-use lcp::testkit::{poll_until, services, wait_until, ProcessNode, PATIENCE};
+use lcp::testkit::{poll_until, services, ProcessNode, PATIENCE};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,26 +35,8 @@ async fn check_idle_gateway(addr: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lcpnode_runs_the_gateway_when_asked() {
-    let mut node = ProcessNode {
-        dir: tempfile::tempdir().unwrap(),
-        endpoint: lcp::bus::Endpoint::Inproc("unset".into()),
-        daemons: Default::default(),
-    };
-    std::fs::create_dir_all(node.dir.path().join("logs")).unwrap();
-    node.spawn(
-        "lcpnode",
-        "lcpnode",
-        &["--bus", "tcp://127.0.0.1:0", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
-    )
-    .unwrap();
-    let dd = lcp::datadir::Datadir::open(node.dir.path()).unwrap();
-    let mut ep = None;
-    wait_until(PATIENCE, "bus endpoint", || {
-        ep = dd.read_bus_endpoint();
-        ep.is_some()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.log("lcpnode")));
-    node.endpoint = ep.unwrap();
+    let args = ["--bus", "tcp://127.0.0.1:0", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"];
+    let mut node = ProcessNode::lcpnode(&args, &[]).unwrap();
     let bus = node.client().await.unwrap();
     check_idle_gateway(gateway_addr(&bus).await).await;
     bus.close();

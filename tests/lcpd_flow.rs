@@ -25,16 +25,7 @@ async fn lcpd(c: &Bus, req: LcpdApi) -> Result<LcpdApi, lcp::bus::BusError> {
 pub async fn pair() -> NodePair {
     let p = NodePair::start(InProcessNode::start().unwrap(), 1_000_000).await.unwrap();
     // The provider's manifest, with its worker's offer, reaches the requester.
-    poll_until(PATIENCE, "provider manifest with tasks", || async {
-        match lcpd(&p.rc, LcpdApi::ListLcpPeers).await.ok()? {
-            LcpdApi::LcpPeers(peers) => peers.into_iter().find(|m| {
-                m.node_id == p.provider_id && m.manifest.tasks.iter().any(|t| t.model.as_deref() == Some(MODEL))
-            }),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    lcp::testkit::wait_offer(&p.rc, &p.provider_id, MODEL).await.unwrap();
     p
 }
 
@@ -175,6 +166,9 @@ async fn paid_job_between_two_nodes_with_records_and_cli() {
     assert!(text.contains(&job) && text.contains("done"), "{text}");
     let out = cli(vec!["job".into(), "show".into(), job.clone(), "--result".into()]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deterministic-output");
+    let out = cli(vec!["job".into(), "show".into(), job.clone(), "--result".into(), "--json".into()]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --result --json prints JSON");
+    assert_eq!((v["job_id"].as_str(), v["result"].as_str()), (Some(job.as_str()), Some("deterministic-output")));
     // Human output of `job run`: the result on stdout, the summary on stderr.
     let out =
         cli(vec!["job".into(), "run".into(), provider.clone(), "-m".into(), MODEL.into(), "-p".into(), "hey".into()])

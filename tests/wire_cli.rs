@@ -1,19 +1,32 @@
-//! The `wire` tool: decode to JSON, encode back to the exact bytes, terms-hash.
+//! The `wire` tool: decode to text or JSON, encode the JSON back to the exact bytes, terms-hash;
+//! and the same through the `lcp-cli` binary (`wire decode --json HEX | wire encode`).
 
 use lcp::cli::wire::{message_name, run, WireCliError, WireCmd};
 use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 const V1: &str = "a461010200020b0240000e034000000f03800000";
 const V3: &str = "a461010200020b0240000c4a0227141a6f70656e61692e636861745f636f6d706c6574696f6e732e7631160901076770742d352e322014136f70656e61692e726573706f6e7365732e7631160901076770742d352e320e034000000f03800000";
 const V5: &str = "a463010200020220111111111111111111111111111111111111111111111111111111111111111103202222222222222222222222222222222222222222222222222222222222222222040204d2141a6f70656e61692e636861745f636f6d706c6574696f6e732e76311603010161";
 
 fn decode(hex: &str) -> Result<Value, WireCliError> {
-    let out = run(&WireCmd::Decode { hex: hex.into() }, &mut std::io::empty())?;
-    Ok(serde_json::from_str(&out).expect("decode prints JSON"))
+    let out = run(&WireCmd::Decode { hex: hex.into() }, true, &mut std::io::empty())?;
+    Ok(serde_json::from_str(&out).expect("decode --json prints JSON"))
+}
+
+fn decode_text(hex: &str) -> String {
+    let out = run(&WireCmd::Decode { hex: hex.into() }, false, &mut std::io::empty()).expect("decodes");
+    assert!(serde_json::from_str::<Value>(&out).is_err(), "the default output is not JSON:\n{out}");
+    out
 }
 
 fn encode(json: &str) -> Result<String, WireCliError> {
-    run(&WireCmd::Encode, &mut json.as_bytes())
+    run(&WireCmd::Encode, false, &mut json.as_bytes())
+}
+
+fn terms_hash(json: bool, input: &str) -> Result<String, WireCliError> {
+    run(&WireCmd::TermsHash, json, &mut input.as_bytes())
 }
 
 fn round_trip(hex: &str) -> Value {
@@ -186,7 +199,7 @@ fn terms_hash_reproduces_section8_vt() {
         "input_content_type": "application/json; charset=utf-8",
         "input_content_encoding": "identity",
     });
-    let out = run(&WireCmd::TermsHash, &mut base.to_string().as_bytes()).unwrap();
+    let out = terms_hash(true, &base.to_string()).unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["terms_hash"], "3ddf768b69e99198c377f718d88a4bf45b04ce9abcb0a63b167cea8fb5dce313");
     assert_eq!(v["input_len"], 57);
@@ -197,14 +210,26 @@ fn terms_hash_reproduces_section8_vt() {
     o.remove("input");
     o.insert("input_hex".into(), hex::encode(input).into());
     o.insert("params".into(), serde_json::json!({"model": "a"}));
-    let out = run(&WireCmd::TermsHash, &mut alt.to_string().as_bytes()).unwrap();
+    let out = terms_hash(true, &alt.to_string()).unwrap();
     let w: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(w["terms_hash"], v["terms_hash"]);
 
     // Both inputs: an error.
     let mut both = base.clone();
     both.as_object_mut().unwrap().insert("input_hex".into(), "00".into());
-    assert!(run(&WireCmd::TermsHash, &mut both.to_string().as_bytes()).is_err());
+    assert!(terms_hash(true, &both.to_string()).is_err());
+    assert!(terms_hash(false, &both.to_string()).is_err());
+
+    // The text form: the hash first, then the rest, labelled, with the JSON form's values.
+    let text = terms_hash(false, &base.to_string()).unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    let lines: Vec<(&str, &str)> =
+        text.lines().map(|l| l.split_once(':').map(|(k, v)| (k, v.trim())).expect("label: value")).collect();
+    let labels: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
+    assert_eq!(labels, ["terms_hash", "terms_tlv", "input_hash", "params_hash", "input_len"], "{text}");
+    for (k, val) in lines {
+        assert_eq!(v[k].to_string().trim_matches('"'), val, "{k}");
+    }
 }
 
 #[test]
@@ -217,9 +242,132 @@ fn clap_subcommand_names() {
     }
     let c = Cli::try_parse_from(["lcp-cli", "decode", "a461"]).unwrap();
     assert_eq!(c.cmd, WireCmd::Decode { hex: "a461".into() });
+    // --json is lcp-cli's global flag, accepted before or after the subcommand.
+    let c = lcp::cli::Cli::try_parse_from(["lcp-cli", "wire", "decode", "--json", "a461"]).unwrap();
+    assert!(c.json);
+    let c = lcp::cli::Cli::try_parse_from(["lcp-cli", "--json", "wire", "decode", "a461"]).unwrap();
+    assert!(c.json);
+    let c = Cli::try_parse_from(["lcp-cli", "decode", "a461"]).unwrap();
+    assert_eq!(c.cmd, WireCmd::Decode { hex: "a461".into() });
     let c = Cli::try_parse_from(["lcp-cli", "encode"]).unwrap();
     assert_eq!(c.cmd, WireCmd::Encode);
     let c = Cli::try_parse_from(["lcp-cli", "terms-hash"]).unwrap();
     assert_eq!(c.cmd, WireCmd::TermsHash);
     assert!(Cli::try_parse_from(["lcp-cli", "decode"]).is_err());
+}
+
+#[test]
+fn decode_prints_text_by_default() {
+    let text = decode_text(V5);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "lcp_quote_request (type 42083)",
+            "protocol_version: 2",
+            &format!("job_id: {}", "11".repeat(32)),
+            &format!("msg_id: {}", "22".repeat(32)),
+            "expiry: 1234",
+            "task_kind: \"openai.chat_completions.v1\"",
+            "params:",
+            "  model: \"a\"",
+        ]
+    );
+
+    // A nested list of TLV records, each under its marker.
+    let text = decode_text(V3);
+    assert!(text.starts_with("lcp_manifest (type 42081)\nprotocol_version: 2\nmax_payload_bytes: 16384\n"), "{text}");
+    assert!(
+        text.contains(
+            "supported_tasks:\n  - task_kind: \"openai.chat_completions.v1\"\n    params_template:\n      model: \"gpt-5.2\"\n  - task_kind: \"openai.responses.v1\"\n"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("max_stream_bytes: 4194304\nmax_job_bytes: 8388608"), "{text}");
+
+    // Unknown records, params that are not a TLV stream, and the readable notes.
+    let text = decode_text("a461010200020602abcd0b0240000e034000000f03800000fd00ff0101");
+    assert!(text.contains("unknown_tlvs:\n  - type: 6\n    value: abcd\n  - type: 255\n    value: 01"), "{text}");
+    assert!(decode_text(&V5.replace("1603010161", "1602ffff")).ends_with("\nparams: ffff"));
+    let env = format!("01020002 0220{} 0320{} 04020320", "11".repeat(32), "33".repeat(32)).replace(' ', "");
+    assert!(decode_text(&format!("a471{env}5002000c")).contains("\ncode: 12 (checksum_mismatch)"));
+    assert!(decode_text(&format!("a467{env}5102{}64020002", hex::encode("no"))).contains("\nstatus: 2 (cancelled)\n"));
+    let err = format!("0011{}0002{}", "00".repeat(32), hex::encode("hi"));
+    let text = decode_text(&err);
+    assert!(text.starts_with("error (type 17)\n") && text.contains("\ndata: 6869 (hi)"), "{text}");
+    assert_eq!(decode_text("0013000100"), "pong (type 19)\nignored: 00");
+    assert_eq!(decode_text("00130000"), "pong (type 19)\nignored: (empty)");
+
+    // Errors are the same in both forms.
+    let e = run(&WireCmd::Decode { hex: "a4".into() }, false, &mut std::io::empty()).unwrap_err();
+    assert!(e.to_string().contains("message: 1 bytes"), "{e}");
+}
+
+#[test]
+fn encode_prints_hex_or_json() {
+    let json = decode(V1).unwrap().to_string();
+    assert_eq!(run(&WireCmd::Encode, false, &mut json.as_bytes()).unwrap(), V1);
+    let out = run(&WireCmd::Encode, true, &mut json.as_bytes()).unwrap();
+    let v: Value = serde_json::from_str(&out).expect("encode --json prints JSON");
+    assert_eq!(v, serde_json::json!({ "hex": V1 }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+
+/// Runs `lcp-cli` (with an empty data directory: the wire commands need no node).
+fn lcp_cli(args: &[&str], stdin: &[u8]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcp-cli"))
+        .args(args)
+        .env("LCP_DATADIR", dir.path())
+        .env_remove("LCP_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lcp-cli starts");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child.wait_with_output().expect("lcp-cli ends")
+}
+
+fn stdout_of(args: &[&str], stdin: &[u8]) -> String {
+    let out = lcp_cli(args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+#[test]
+fn binary_decode_json_pipes_into_encode_byte_for_byte() {
+    let init = format!("001000000002020001 20{} 0501ff", "6f".repeat(32)).replace(' ', "");
+    for hex in [V1, V3, V5, "a461010200020602abcd0b0240000e034000000f03800000fd00ff0101", &init] {
+        let json = stdout_of(&["wire", "decode", "--json", hex], b"");
+        let v: Value = serde_json::from_str(&json).expect("--json prints JSON");
+        assert_eq!(v, decode(hex).unwrap());
+        // `lcp-cli wire decode --json HEX | lcp-cli wire encode`
+        assert_eq!(stdout_of(&["wire", "encode"], json.as_bytes()), format!("{hex}\n"));
+        // The global flag before the command means the same.
+        assert_eq!(stdout_of(&["--json", "wire", "decode", hex], b""), json);
+        // Without it: the text form.
+        let text = stdout_of(&["wire", "decode", hex], b"");
+        assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+        assert_eq!(text, format!("{}\n", decode_text(hex)));
+    }
+}
+
+#[test]
+fn binary_errors_are_one_line_with_exit_code_1() {
+    for (args, stdin, want) in [
+        (&["wire", "decode", "zz"][..], &b""[..], "hex: invalid hex"),
+        (&["wire", "decode", "--json", "a4"][..], &b""[..], "message: 1 bytes"),
+        (&["wire", "encode"][..], &b"{\"type\":\"lcp_nope\"}"[..], "unknown message name"),
+        (&["wire", "terms-hash"][..], &b"{}"[..], "job_id: required"),
+    ] {
+        let out = lcp_cli(args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("lcp-cli: error: ") && err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -68,7 +68,7 @@ pub enum JobCmd {
     Show {
         /// Job id, hex
         job_id: String,
-        /// Print the stored result instead of the record
+        /// Print the stored result instead of the record (with --json: in a JSON object)
         #[arg(long)]
         result: bool,
     },
@@ -202,6 +202,11 @@ pub async fn run(bus: &Bus, cmd: JobCmd, json: bool, timeout: Duration) -> Resul
         JobCmd::Show { job_id, result } => {
             let id = parse_id(&job_id)?;
             match lcpd(bus, LcpdApi::GetJob { job_id: id, with_result: result }, timeout).await? {
+                LcpdApi::Job { result: Some(r), .. } if result && json => to_json(&serde_json::json!({
+                    "job_id": hex::encode(id),
+                    "result_len": r.len(),
+                    "result": String::from_utf8_lossy(&r),
+                })),
                 LcpdApi::Job { result: Some(r), .. } if result => Ok(String::from_utf8_lossy(&r).into_owned()),
                 LcpdApi::Job { .. } if result => Err(CliError::Other("no stored result for this job".into())),
                 LcpdApi::Job { rows, .. } if json => to_json(&rows),

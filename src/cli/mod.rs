@@ -127,7 +127,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     // Offline commands need no node.
     let cmd = match cli.cmd {
         Command::Wire(cmd) => {
-            return wire::run(&cmd, &mut std::io::stdin()).map_err(|e| CliError::Other(e.to_string()))
+            return wire::run(&cmd, cli.json, &mut std::io::stdin()).map_err(|e| CliError::Other(e.to_string()))
         }
         Command::Bus(cmd) => return bus::run(&cmd, cli.json),
         other => other,

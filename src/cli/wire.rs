@@ -1,5 +1,9 @@
-//! `lcp-cli wire ...`: decode a BOLT #1 / LCP message to JSON, encode JSON back to the exact
+//! `lcp-cli wire ...`: decode a BOLT #1 / LCP message, encode its JSON form back to the exact
 //! bytes, and compute an LCP terms_hash.
+//!
+//! `decode` and `terms-hash` print text by default (`Decoded::to_text`: the message name and
+//! type, then one `field: value` line per field, nested records indented) and JSON with
+//! `--json`; `encode` reads the JSON form on stdin and prints hex (`{"hex": ...}` with `--json`).
 //!
 //! JSON shape: `"type"` is the message name (`lcp_manifest`, ..., `init`, `error`, `warning`,
 //! `ping`, `pong`); the other keys are the spec's field names; byte fields are lowercase hex,
@@ -28,12 +32,14 @@ use crate::wire::{Message, WireError};
 /// The `wire` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum WireCmd {
-    /// Decode a whole message (2-byte type then payload, hex) to JSON.
+    /// Decode a whole message (2-byte type then payload, hex): its name and type, then one line
+    /// per field; with --json, the JSON form `encode` reads.
     Decode {
         /// The message in hex.
         hex: String,
     },
-    /// Encode a message given as JSON on stdin; prints the whole message in hex.
+    /// Encode a message given as JSON on stdin (as `decode --json` prints it); prints the whole
+    /// message in hex.
     Encode,
     /// Compute terms_hash from JSON on stdin: protocol_version (default 2), job_id (hex),
     /// price_msat, quote_expiry, task_kind, input (UTF-8 text) or input_hex (bytes), params
@@ -75,21 +81,32 @@ fn field_err(field: &str, reason: impl Into<String>) -> WireCliError {
     WireCliError::Field { field: field.to_owned(), reason: reason.into() }
 }
 
-/// Runs one `wire` command; returns what to print.
-pub fn run(cmd: &WireCmd, stdin: &mut dyn Read) -> Result<String, WireCliError> {
+/// Runs one `wire` command; returns what to print: text, or JSON when `json`.
+pub fn run(cmd: &WireCmd, json: bool, stdin: &mut dyn Read) -> Result<String, WireCliError> {
     match cmd {
         WireCmd::Decode { hex } => {
-            let bytes = parse_hex("hex", hex.trim())?;
-            let v = decode_to_json(&bytes)?;
-            pretty(&v)
+            let d = decode(&parse_hex("hex", hex.trim())?)?;
+            if json {
+                pretty(&d.to_json())
+            } else {
+                Ok(d.to_text())
+            }
         }
         WireCmd::Encode => {
-            let v = read_json(stdin)?;
-            Ok(hex::encode(encode_from_json(&v)?))
+            let hex = hex::encode(encode_from_json(&read_json(stdin)?)?);
+            if json {
+                pretty(&json!({ "hex": hex }))
+            } else {
+                Ok(hex)
+            }
         }
         WireCmd::TermsHash => {
-            let v = read_json(stdin)?;
-            pretty(&terms_hash_json(&v)?)
+            let d = terms_digest(&read_json(stdin)?)?;
+            if json {
+                pretty(&d.to_json())
+            } else {
+                Ok(d.to_text())
+            }
         }
     }
 }
@@ -109,194 +126,366 @@ fn parse_hex(field: &str, s: &str) -> Result<Vec<u8>, WireCliError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// decode -> JSON
+// decode: the fields of a message in the spec's order, printed as text or as JSON
+
+/// One decoded value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Val {
+    /// An integer.
+    Num(u64),
+    /// Bytes (printed as lowercase hex).
+    Hex(Vec<u8>),
+    /// UTF-8 text.
+    Text(String),
+    /// A nested record: a TLV stream inside the message, a task template, an unknown record.
+    Rec(Rec),
+    /// A repeated field.
+    List(Vec<Val>),
+}
+
+/// What decode adds to a field for reading; never part of the message itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Note {
+    /// Shown after the value, and a key of its own in JSON (`code_name`, `data_text`).
+    Keyed(&'static str, String),
+    /// Shown after the value only (the name of a status or a stream kind).
+    Text(&'static str),
+}
+
+/// A field: its name in the spec, its value, an optional note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: &'static str,
+    val: Val,
+    note: Option<Note>,
+}
+
+/// Fields in the spec's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Rec(Vec<Field>);
+
+impl Rec {
+    fn put(&mut self, name: &'static str, val: Val) -> &mut Self {
+        self.0.push(Field { name, val, note: None });
+        self
+    }
+
+    fn num(&mut self, name: &'static str, v: impl Into<u64>) -> &mut Self {
+        self.put(name, Val::Num(v.into()))
+    }
+
+    fn hex(&mut self, name: &'static str, b: impl AsRef<[u8]>) -> &mut Self {
+        self.put(name, Val::Hex(b.as_ref().to_vec()))
+    }
+
+    fn text(&mut self, name: &'static str, s: &str) -> &mut Self {
+        self.put(name, Val::Text(s.to_owned()))
+    }
+
+    /// Adds a note to the field added last.
+    fn note(&mut self, note: Note) -> &mut Self {
+        if let Some(f) = self.0.last_mut() {
+            f.note = Some(note);
+        }
+        self
+    }
+
+    fn unknown(&mut self, extra: &[UnknownTlv]) -> &mut Self {
+        if !extra.is_empty() {
+            let list = extra
+                .iter()
+                .map(|x| {
+                    let mut r = Rec::default();
+                    r.num("type", x.tlv_type).hex("value", &x.value);
+                    Val::Rec(r)
+                })
+                .collect();
+            self.put("unknown_tlvs", Val::List(list));
+        }
+        self
+    }
+
+    fn envelope(&mut self, e: &Envelope) -> &mut Self {
+        self.num("protocol_version", e.protocol_version)
+            .hex("job_id", e.job_id)
+            .hex("msg_id", e.msg_id)
+            .num("expiry", e.expiry)
+    }
+}
+
+/// `params` / `params_template`: the standard params stream when it parses as one, else bytes.
+fn params_val(p: &[u8]) -> Val {
+    match Params::decode(p) {
+        Ok(params) => {
+            let mut r = Rec::default();
+            r.text("model", &params.model).unknown(&params.extra);
+            Val::Rec(r)
+        }
+        Err(_) => Val::Hex(p.to_vec()),
+    }
+}
+
+/// A decoded message: its type, its name and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    msg_type: u16,
+    name: &'static str,
+    fields: Rec,
+}
+
+/// Decodes a whole message (2-byte type, then the payload).
+pub fn decode(msg: &[u8]) -> Result<Decoded, WireCliError> {
+    let message = Message::decode(msg)?;
+    let msg_type = match msg {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => return Err(field_err("message", "shorter than its type")),
+    };
+    let (name, fields) = match &message {
+        Message::Bolt1(m) => bolt1_fields(m),
+        Message::Lcp(m) => (m.name(), lcp_fields(m)),
+    };
+    Ok(Decoded { msg_type, name, fields })
+}
 
 /// Decodes a whole message to its JSON form.
 pub fn decode_to_json(msg: &[u8]) -> Result<Value, WireCliError> {
-    Ok(match Message::decode(msg)? {
-        Message::Bolt1(m) => bolt1_json(&m),
-        Message::Lcp(m) => lcp_json(&m),
+    Ok(decode(msg)?.to_json())
+}
+
+impl Decoded {
+    /// The JSON form: `"type"` is the message name, the other keys are the fields (see the
+    /// module documentation).
+    pub fn to_json(&self) -> Value {
+        let mut o = rec_json(&self.fields);
+        o.insert("type".into(), json!(self.name));
+        Value::Object(o)
+    }
+
+    /// The text form: the name and type number, then one `field: value` line per field, bytes in
+    /// hex, text quoted, nested records indented.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{} (type {})\n", self.name, self.msg_type);
+        rec_text(&mut out, &self.fields, 0);
+        out.truncate(out.trim_end().len());
+        out
+    }
+}
+
+fn val_json(v: &Val) -> Value {
+    match v {
+        Val::Num(n) => json!(n),
+        Val::Hex(b) => json!(hex::encode(b)),
+        Val::Text(s) => json!(s),
+        Val::Rec(r) => Value::Object(rec_json(r)),
+        Val::List(items) => Value::Array(items.iter().map(val_json).collect()),
+    }
+}
+
+fn rec_json(r: &Rec) -> Map<String, Value> {
+    let mut o = Map::new();
+    for f in &r.0 {
+        o.insert(f.name.into(), val_json(&f.val));
+        if let Some(Note::Keyed(key, text)) = &f.note {
+            o.insert((*key).into(), json!(text));
+        }
+    }
+    o
+}
+
+/// A value on one line, or `None` for a record or a list.
+fn scalar_text(v: &Val) -> Option<String> {
+    Some(match v {
+        Val::Num(n) => n.to_string(),
+        Val::Hex(b) if b.is_empty() => "(empty)".into(),
+        Val::Hex(b) => hex::encode(b),
+        Val::Text(s) => json!(s).to_string(),
+        Val::Rec(_) | Val::List(_) => return None,
     })
 }
 
-fn unknown_json(extra: &[UnknownTlv]) -> Value {
-    Value::Array(extra.iter().map(|x| json!({"type": x.tlv_type, "value": hex::encode(&x.value)})).collect())
-}
-
-fn put_unknown(o: &mut Map<String, Value>, extra: &[UnknownTlv]) {
-    if !extra.is_empty() {
-        o.insert("unknown_tlvs".into(), unknown_json(extra));
-    }
-}
-
-fn put_envelope(o: &mut Map<String, Value>, e: &Envelope) {
-    o.insert("protocol_version".into(), json!(e.protocol_version));
-    o.insert("job_id".into(), json!(hex::encode(e.job_id)));
-    o.insert("msg_id".into(), json!(hex::encode(e.msg_id)));
-    o.insert("expiry".into(), json!(e.expiry));
-}
-
-fn params_json(p: &[u8]) -> Value {
-    match Params::decode(p) {
-        Ok(params) => {
-            let mut o = Map::new();
-            o.insert("model".into(), json!(params.model));
-            put_unknown(&mut o, &params.extra);
-            Value::Object(o)
+fn note_text(n: &Option<Note>) -> String {
+    match n {
+        // A name (`checksum_mismatch`) as it is; any other text quoted, so it stays on its line.
+        Some(Note::Keyed(_, t)) if !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') => {
+            format!(" ({t})")
         }
-        Err(_) => json!(hex::encode(p)),
+        Some(Note::Keyed(_, t)) => format!(" ({})", json!(t)),
+        Some(Note::Text(t)) => format!(" ({t})"),
+        None => String::new(),
     }
 }
 
-fn bolt1_json(m: &Bolt1Message) -> Value {
-    let mut o = Map::new();
+fn rec_text(out: &mut String, r: &Rec, indent: usize) {
+    use std::fmt::Write as _;
+    let pad = " ".repeat(indent);
+    for f in &r.0 {
+        if let Some(s) = scalar_text(&f.val) {
+            let _ = writeln!(out, "{pad}{}: {s}{}", f.name, note_text(&f.note));
+            continue;
+        }
+        let _ = writeln!(out, "{pad}{}:", f.name);
+        match &f.val {
+            Val::Rec(inner) => rec_text(out, inner, indent + 2),
+            Val::List(items) => {
+                for item in items {
+                    match (item, scalar_text(item)) {
+                        (_, Some(s)) => {
+                            let _ = writeln!(out, "{pad}  - {s}");
+                        }
+                        (Val::Rec(inner), None) if !inner.0.is_empty() => {
+                            // A record in a list: its first line carries the "- " marker.
+                            let start = out.len();
+                            rec_text(out, inner, indent + 4);
+                            out.replace_range(start + indent + 2..start + indent + 4, "- ");
+                        }
+                        _ => {
+                            let _ = writeln!(out, "{pad}  - (empty)");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bolt1_fields(m: &Bolt1Message) -> (&'static str, Rec) {
+    let mut r = Rec::default();
     let (name, extra) = match m {
         Bolt1Message::Init(i) => {
-            o.insert("global_features".into(), json!(hex::encode(&i.global_features)));
-            o.insert("features".into(), json!(hex::encode(&i.features)));
+            r.hex("global_features", &i.global_features).hex("features", &i.features);
             if let Some(n) = &i.networks {
-                o.insert("networks".into(), Value::Array(n.iter().map(|h| json!(hex::encode(h))).collect()));
+                r.put("networks", Val::List(n.iter().map(|h| Val::Hex(h.to_vec())).collect()));
             }
             if let Some(a) = &i.remote_addr {
-                o.insert("remote_addr".into(), json!(hex::encode(a)));
+                r.hex("remote_addr", a);
             }
             ("init", &i.extra)
         }
         Bolt1Message::Error(e) | Bolt1Message::Warning(e) => {
-            o.insert("channel_id".into(), json!(hex::encode(e.channel_id)));
-            o.insert("data".into(), json!(hex::encode(&e.data)));
+            r.hex("channel_id", e.channel_id).hex("data", &e.data);
             if let Some(t) = e.text() {
-                o.insert("data_text".into(), json!(t));
+                r.note(Note::Keyed("data_text", t.to_owned()));
             }
             let name = if matches!(m, Bolt1Message::Error(_)) { "error" } else { "warning" };
             (name, &e.extra)
         }
         Bolt1Message::Ping(p) => {
-            o.insert("num_pong_bytes".into(), json!(p.num_pong_bytes));
-            o.insert("ignored".into(), json!(hex::encode(&p.ignored)));
+            r.num("num_pong_bytes", p.num_pong_bytes).hex("ignored", &p.ignored);
             ("ping", &p.extra)
         }
         Bolt1Message::Pong(p) => {
-            o.insert("ignored".into(), json!(hex::encode(&p.ignored)));
+            r.hex("ignored", &p.ignored);
             ("pong", &p.extra)
         }
     };
-    put_unknown(&mut o, extra);
-    o.insert("type".into(), json!(name));
-    Value::Object(o)
+    r.unknown(extra);
+    (name, r)
 }
 
-fn lcp_json(m: &LcpMessage) -> Value {
-    let mut o = Map::new();
-    o.insert("type".into(), json!(m.name()));
+fn lcp_fields(m: &LcpMessage) -> Rec {
+    let mut r = Rec::default();
     let extra = match m {
         LcpMessage::Manifest(m) => {
-            o.insert("protocol_version".into(), json!(m.protocol_version));
-            o.insert("max_payload_bytes".into(), json!(m.max_payload_bytes));
+            r.num("protocol_version", m.protocol_version).num("max_payload_bytes", m.max_payload_bytes);
             if let Some(tasks) = &m.supported_tasks {
                 let list = tasks
                     .iter()
                     .map(|t| {
-                        let mut e = Map::new();
-                        e.insert("task_kind".into(), json!(t.task_kind));
+                        let mut e = Rec::default();
+                        e.text("task_kind", &t.task_kind);
                         if let Some(p) = &t.params_template {
-                            e.insert("params_template".into(), params_json(p));
+                            e.put("params_template", params_val(p));
                         }
-                        put_unknown(&mut e, &t.extra);
-                        Value::Object(e)
+                        e.unknown(&t.extra);
+                        Val::Rec(e)
                     })
                     .collect();
-                o.insert("supported_tasks".into(), Value::Array(list));
+                r.put("supported_tasks", Val::List(list));
             }
-            o.insert("max_stream_bytes".into(), json!(m.max_stream_bytes));
-            o.insert("max_job_bytes".into(), json!(m.max_job_bytes));
+            r.num("max_stream_bytes", m.max_stream_bytes).num("max_job_bytes", m.max_job_bytes);
             if let Some(n) = m.max_inflight_jobs {
-                o.insert("max_inflight_jobs".into(), json!(n));
+                r.num("max_inflight_jobs", n);
             }
             &m.extra
         }
         LcpMessage::QuoteRequest(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("task_kind".into(), json!(m.task_kind));
+            r.envelope(&m.envelope).text("task_kind", &m.task_kind);
             if let Some(p) = &m.params {
-                o.insert("params".into(), params_json(p));
+                r.put("params", params_val(p));
             }
             &m.extra
         }
         LcpMessage::QuoteResponse(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("price_msat".into(), json!(m.price_msat));
-            o.insert("quote_expiry".into(), json!(m.quote_expiry));
-            o.insert("terms_hash".into(), json!(hex::encode(m.terms_hash)));
-            o.insert("payment_request".into(), json!(m.payment_request));
+            r.envelope(&m.envelope)
+                .num("price_msat", m.price_msat)
+                .num("quote_expiry", m.quote_expiry)
+                .hex("terms_hash", m.terms_hash)
+                .text("payment_request", &m.payment_request);
             &m.extra
         }
         LcpMessage::Result(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("status".into(), json!(m.outcome.status()));
+            r.envelope(&m.envelope).num("status", m.outcome.status());
             match &m.outcome {
                 ResultOutcome::Ok(ok) => {
-                    o.insert("result_stream_id".into(), json!(hex::encode(ok.result_stream_id)));
-                    o.insert("result_hash".into(), json!(hex::encode(ok.result_hash)));
-                    o.insert("result_len".into(), json!(ok.result_len));
-                    o.insert("result_content_type".into(), json!(ok.result_content_type));
-                    o.insert("result_content_encoding".into(), json!(ok.result_content_encoding));
+                    r.note(Note::Text("ok"))
+                        .hex("result_stream_id", ok.result_stream_id)
+                        .hex("result_hash", ok.result_hash)
+                        .num("result_len", ok.result_len)
+                        .text("result_content_type", &ok.result_content_type)
+                        .text("result_content_encoding", &ok.result_content_encoding);
                 }
                 ResultOutcome::Failed { message } | ResultOutcome::Cancelled { message } => {
+                    let failed = matches!(m.outcome, ResultOutcome::Failed { .. });
+                    r.note(Note::Text(if failed { "failed" } else { "cancelled" }));
                     if let Some(msg) = message {
-                        o.insert("message".into(), json!(msg));
+                        r.text("message", msg);
                     }
                 }
             }
             &m.extra
         }
         LcpMessage::StreamBegin(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("stream_id".into(), json!(hex::encode(m.stream_id)));
-            o.insert("stream_kind".into(), json!(m.stream_kind.code()));
+            r.envelope(&m.envelope).hex("stream_id", m.stream_id).num("stream_kind", m.stream_kind.code()).note(
+                Note::Text(match m.stream_kind {
+                    StreamKind::Input => "input",
+                    StreamKind::Result => "result",
+                }),
+            );
             if let Some(t) = m.total_len {
-                o.insert("total_len".into(), json!(t));
+                r.num("total_len", t);
             }
             if let Some(h) = &m.sha256 {
-                o.insert("sha256".into(), json!(hex::encode(h)));
+                r.hex("sha256", h);
             }
-            o.insert("content_type".into(), json!(m.content_type));
-            o.insert("content_encoding".into(), json!(m.content_encoding));
+            r.text("content_type", &m.content_type).text("content_encoding", &m.content_encoding);
             &m.extra
         }
         LcpMessage::StreamChunk(m) => {
-            put_envelope(&mut o, &m.envelope());
-            o.insert("stream_id".into(), json!(hex::encode(m.stream_id)));
-            o.insert("seq".into(), json!(m.seq));
-            o.insert("data".into(), json!(hex::encode(&m.data)));
+            r.envelope(&m.envelope()).hex("stream_id", m.stream_id).num("seq", m.seq).hex("data", &m.data);
             &m.extra
         }
         LcpMessage::StreamEnd(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("stream_id".into(), json!(hex::encode(m.stream_id)));
-            o.insert("total_len".into(), json!(m.total_len));
-            o.insert("sha256".into(), json!(hex::encode(m.sha256)));
+            r.envelope(&m.envelope).hex("stream_id", m.stream_id).num("total_len", m.total_len).hex("sha256", m.sha256);
             &m.extra
         }
         LcpMessage::Cancel(m) => {
-            put_envelope(&mut o, &m.envelope);
-            if let Some(r) = &m.reason {
-                o.insert("reason".into(), json!(r));
+            r.envelope(&m.envelope);
+            if let Some(reason) = &m.reason {
+                r.text("reason", reason);
             }
             &m.extra
         }
         LcpMessage::Error(m) => {
-            put_envelope(&mut o, &m.envelope);
-            o.insert("code".into(), json!(m.code.code()));
-            o.insert("code_name".into(), json!(m.code.to_string()));
+            r.envelope(&m.envelope).num("code", m.code.code()).note(Note::Keyed("code_name", m.code.to_string()));
             if let Some(msg) = &m.message {
-                o.insert("message".into(), json!(msg));
+                r.text("message", msg);
             }
             &m.extra
         }
     };
-    put_unknown(&mut o, extra);
-    Value::Object(o)
+    r.unknown(extra);
+    r
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,9 +769,54 @@ fn lcp_from_json(name: &str, o: &mut Obj<'_>, ignored: &mut &[&str]) -> Result<L
 // ---------------------------------------------------------------------------------------------
 // terms-hash
 
+/// What `terms-hash` computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermsDigest {
+    /// terms_hash.
+    pub terms_hash: [u8; 32],
+    /// The terms TLV stream that is hashed.
+    pub terms_tlv: Vec<u8>,
+    /// SHA256 of the input.
+    pub input_hash: [u8; 32],
+    /// SHA256 of the params bytes.
+    pub params_hash: [u8; 32],
+    /// Input length in bytes.
+    pub input_len: u64,
+}
+
+impl TermsDigest {
+    /// The JSON form: every hash and the TLV in hex.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "terms_hash": hex::encode(self.terms_hash),
+            "terms_tlv": hex::encode(&self.terms_tlv),
+            "input_hash": hex::encode(self.input_hash),
+            "params_hash": hex::encode(self.params_hash),
+            "input_len": self.input_len,
+        })
+    }
+
+    /// The text form: the terms hash first, then what it was computed from, one per line.
+    pub fn to_text(&self) -> String {
+        format!(
+            "terms_hash:  {}\nterms_tlv:   {}\ninput_hash:  {}\nparams_hash: {}\ninput_len:   {}",
+            hex::encode(self.terms_hash),
+            hex::encode(&self.terms_tlv),
+            hex::encode(self.input_hash),
+            hex::encode(self.params_hash),
+            self.input_len
+        )
+    }
+}
+
 /// Computes terms_hash from its JSON description; returns the hash, the terms TLV and the
 /// input and params hashes, all hex.
 pub fn terms_hash_json(v: &Value) -> Result<Value, WireCliError> {
+    Ok(terms_digest(v)?.to_json())
+}
+
+/// Computes terms_hash from its JSON description (see [`WireCmd::TermsHash`]).
+pub fn terms_digest(v: &Value) -> Result<TermsDigest, WireCliError> {
     let mut o = Obj::new(v, "terms")?;
     let protocol_version = o.opt_small("protocol_version")?.unwrap_or(crate::wire::lcp::v02::PROTOCOL_VERSION);
     let job_id = o.hex32("job_id")?;
@@ -609,13 +843,13 @@ pub fn terms_hash_json(v: &Value) -> Result<Value, WireCliError> {
         &ctype,
         &cenc,
     )?;
-    Ok(json!({
-        "terms_hash": hex::encode(terms.hash()?),
-        "terms_tlv": hex::encode(terms.tlv()?),
-        "input_hash": hex::encode(terms.input_hash),
-        "params_hash": hex::encode(terms.params_hash),
-        "input_len": terms.input_len,
-    }))
+    Ok(TermsDigest {
+        terms_hash: terms.hash()?,
+        terms_tlv: terms.tlv()?,
+        input_hash: terms.input_hash,
+        params_hash: terms.params_hash,
+        input_len: terms.input_len,
+    })
 }
 
 /// The name `wire decode` prints for a message type, if it is one this tool knows.

@@ -1,7 +1,7 @@
 //! jobd's options: flags (`LCP_*` env), the `[jobd]` file section, and the resolved config.
 
 use super::backend::{deterministic::DeterministicConfig, openai::OpenAiConfig, BackendConfig};
-use super::pricing::PricingConfig;
+use super::pricing::{parse_model_prices, PricingConfig};
 use crate::bus::ServiceId;
 use crate::config::{pick, ConfigError, NodeArgs, NodeConfig};
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,11 @@ pub struct JobdArgs {
     /// Models offered, comma-separated [default: the models of the price table]
     #[arg(long, env = "LCP_MODELS", value_delimiter = ',', value_name = "MODEL,...")]
     pub models: Option<Vec<String>>,
+    /// Price of a model in msat per million input and output tokens; repeat it or separate
+    /// entries with commas. Set over the file's [jobd.pricing.models]; when given, the models
+    /// offered default to those of the price table
+    #[arg(long, env = "LCP_MODEL_PRICES", value_delimiter = ',', value_name = "MODEL=IN:OUT")]
+    pub model_price: Option<Vec<String>>,
 }
 
 /// `[jobd]` section of the config file.
@@ -111,6 +116,12 @@ impl JobdConfig {
         if capacity == 0 {
             return Err(ConfigError::Invalid { what: "capacity", msg: "must be at least 1".into() });
         }
+        let mut pricing = file.pricing.clone().unwrap_or_default();
+        let prices = parse_model_prices(args.model_price.as_deref().unwrap_or_default())
+            .map_err(|msg| ConfigError::Invalid { what: "model-price", msg })?;
+        pricing.set_prices(&prices);
+        // Priced on the command line: offer what is priced, unless --models says otherwise.
+        let models = args.models.clone().or_else(|| (!prices.is_empty()).then(Vec::new));
         let mut backend = file.backend.clone().unwrap_or(BackendConfig::Deterministic(DeterministicConfig::default()));
         if let Some(kind) = args.compute_backend.filter(|k| *k != kind_of(&backend)) {
             backend = match kind {
@@ -135,12 +146,12 @@ impl JobdConfig {
                 if c.api_key.is_empty() {
                     c.api_key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
                 }
-                if let Some(m) = &args.models {
+                if let Some(m) = &models {
                     c.models = m.clone();
                 }
             }
             BackendConfig::Deterministic(c) => {
-                if let Some(m) = &args.models {
+                if let Some(m) = &models {
                     c.models = m.clone();
                 }
             }
@@ -153,17 +164,85 @@ impl JobdConfig {
                 }
             }
         }
-        Ok(Self {
-            node: node.clone(),
-            worker_name,
-            capacity,
-            backend,
-            pricing: file.pricing.clone().unwrap_or_default(),
-        })
+        Ok(Self { node: node.clone(), worker_name, capacity, backend, pricing })
     }
 
     /// This worker's bus id.
     pub fn service_id(&self) -> ServiceId {
         ServiceId::Jobd(self.worker_name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(args: &[&str], file: &str) -> Result<JobdConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = crate::demo::node_config(dir.path()).expect("config").node;
+        let opts = Opts::try_parse_from(std::iter::once("jobd").chain(args.iter().copied())).expect("flags parse");
+        let file: JobdFile = toml::from_str(file).expect("file parses");
+        JobdConfig::resolve(&node, &opts.jobd, &file)
+    }
+
+    fn offered(c: &JobdConfig) -> &[String] {
+        match &c.backend {
+            BackendConfig::Openai(o) => &o.models,
+            BackendConfig::Deterministic(d) => &d.models,
+            BackendConfig::Exec(_) => &[],
+        }
+    }
+
+    const FILE: &str = r#"
+        [backend]
+        kind = "openai"
+        models = ["llama3.2"]
+        [pricing.models."llama3.2"]
+        max_output_tokens = 100
+        price = { input_msat_per_mtok = 1, output_msat_per_mtok = 2 }
+    "#;
+
+    #[test]
+    fn model_prices_go_over_the_file_and_set_what_is_offered() {
+        // Without the flag: the file's table and models.
+        let c = resolve(&[], FILE).unwrap();
+        assert_eq!(c.pricing.models.keys().collect::<Vec<_>>(), ["llama3.2"]);
+        assert_eq!(offered(&c), ["llama3.2"]);
+
+        // Repeated and comma-separated; the flag's price wins, the file's limit stays; the
+        // offered models are the priced ones (an empty list: the backend offers its table).
+        let c = resolve(&["--model-price", "llama3.2=10:20,gpt-4o-mini=150000:600000", "--model-price", "m=1:1"], FILE)
+            .unwrap();
+        assert_eq!(c.pricing.models.keys().collect::<Vec<_>>(), ["gpt-4o-mini", "llama3.2", "m"]);
+        let l = &c.pricing.models["llama3.2"];
+        assert_eq!(
+            (l.price.input_msat_per_mtok, l.price.output_msat_per_mtok, l.max_output_tokens),
+            (10, 20, Some(100))
+        );
+        assert_eq!(c.pricing.models["gpt-4o-mini"].price.output_msat_per_mtok, 600_000);
+        assert!(offered(&c).is_empty());
+        let pricer = crate::jobd::pricing::Pricer::new(&c.pricing).unwrap();
+        assert_eq!(pricer.models().collect::<Vec<_>>(), ["gpt-4o-mini", "llama3.2", "m"]);
+
+        // --models still decides what is offered.
+        let c = resolve(&["--model-price", "gpt-4o-mini=1:2", "--models", "gpt-4o-mini"], FILE).unwrap();
+        assert_eq!(offered(&c), ["gpt-4o-mini"]);
+
+        // The one-command provider: no file, the openai backend, one priced model.
+        let c = resolve(&["--compute-backend", "openai", "--model-price", "gpt-4o-mini=150000:600000"], "").unwrap();
+        assert!(matches!(c.backend, BackendConfig::Openai(_)));
+        assert!(offered(&c).is_empty());
+        let pricer = crate::jobd::pricing::Pricer::new(&c.pricing).unwrap();
+        assert_eq!(pricer.models().collect::<Vec<_>>(), ["gpt-4o-mini"]);
+    }
+
+    #[test]
+    fn malformed_model_prices_are_one_line_errors() {
+        for bad in ["gpt-4o-mini", "gpt-4o-mini=1", "gpt-4o-mini=x:1", "=1:2", "a=1:2,a=2:3"] {
+            let e = resolve(&["--model-price", bad], "").unwrap_err().to_string();
+            assert!(e.starts_with("model-price: "), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 }

@@ -227,6 +227,53 @@ impl Default for PricingConfig {
     }
 }
 
+impl PricingConfig {
+    /// Sets the price of each model in `prices` (the flag over the file): a model already in the
+    /// table keeps its other settings, a new one gets the provider-wide limits.
+    pub fn set_prices(&mut self, prices: &BTreeMap<String, ModelPrice>) {
+        for (model, price) in prices {
+            self.models
+                .entry(model.clone())
+                .and_modify(|m| m.price = *price)
+                .or_insert(ModelConfig { max_output_tokens: None, price: *price });
+        }
+    }
+}
+
+/// Parses `--model-price` entries, `MODEL=INPUT_MSAT_PER_MTOK:OUTPUT_MSAT_PER_MTOK` (msat per
+/// million tokens; the model is everything before the last `=`, so `llama3.2:3b=...` works).
+/// Empty entries are skipped; a malformed entry, a model given twice or a model whose two prices
+/// are both 0 (a free quote, which requesters refuse) is an error naming the entry.
+pub fn parse_model_prices(entries: &[String]) -> Result<BTreeMap<String, ModelPrice>, String> {
+    const SHAPE: &str = "expected MODEL=INPUT_MSAT_PER_MTOK:OUTPUT_MSAT_PER_MTOK, e.g. gpt-4o-mini=150000:600000";
+    let mut prices = BTreeMap::new();
+    for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let (model, price) = e.rsplit_once('=').ok_or_else(|| format!("{e:?}: {SHAPE}"))?;
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(format!("{e:?}: empty model name ({SHAPE})"));
+        }
+        let (input, output) = price.split_once(':').ok_or_else(|| format!("{e:?}: {SHAPE}"))?;
+        let msat = |what: &str, v: &str| {
+            v.trim().parse::<u64>().map_err(|_| {
+                format!("{e:?}: {what} price {:?} is not a whole number of msat per million tokens", v.trim())
+            })
+        };
+        let price = ModelPrice {
+            input_msat_per_mtok: msat("input", input)?,
+            cached_input_msat_per_mtok: None,
+            output_msat_per_mtok: msat("output", output)?,
+        };
+        if price.input_msat_per_mtok == 0 && price.output_msat_per_mtok == 0 {
+            return Err(format!("{e:?}: both prices are 0 (requesters refuse a free quote)"));
+        }
+        if prices.insert(model.to_owned(), price).is_some() {
+            return Err(format!("model {model:?} is priced twice"));
+        }
+    }
+    Ok(prices)
+}
+
 /// What the request JSON of an OpenAI task kind says about the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -771,5 +818,53 @@ mod tests {
         .expect("parses");
         assert!(matches!(Pricer::new(&zero_model), Err(PricingError::InvalidConfig { .. })));
         assert!(toml::from_str::<PricingConfig>("bogus = 1").is_err());
+    }
+
+    fn entries(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn model_prices_parse_and_refuse_malformed_entries() {
+        let prices = parse_model_prices(&entries(&["gpt-4o-mini=150000:600000", " llama3.2:3b = 1:2 ", ""])).unwrap();
+        assert_eq!(prices.keys().collect::<Vec<_>>(), ["gpt-4o-mini", "llama3.2:3b"]);
+        let p = prices["gpt-4o-mini"];
+        assert_eq!(
+            (p.input_msat_per_mtok, p.cached_input_msat_per_mtok, p.output_msat_per_mtok),
+            (150_000, None, 600_000)
+        );
+        assert_eq!(prices["llama3.2:3b"].output_msat_per_mtok, 2);
+        assert!(parse_model_prices(&entries(&["0:5=0:7"])).unwrap().contains_key("0:5"));
+        for (entry, want) in [
+            ("gpt-4o-mini", "expected MODEL=INPUT_MSAT_PER_MTOK:OUTPUT_MSAT_PER_MTOK"),
+            ("gpt-4o-mini=150000", "expected MODEL="),
+            ("=1:2", "empty model name"),
+            ("m=abc:2", "input price \"abc\" is not a whole number"),
+            ("m=1:-2", "output price \"-2\" is not a whole number"),
+            ("m=1:2:3", "output price \"2:3\""),
+            ("m=1.5:2", "input price \"1.5\""),
+            ("m=1:99999999999999999999", "output price"),
+            ("m=0:0", "both prices are 0"),
+        ] {
+            let e = parse_model_prices(&entries(&[entry])).unwrap_err();
+            assert!(e.contains(want) && e.contains(&format!("{entry:?}")), "{entry}: {e}");
+        }
+        let e = parse_model_prices(&entries(&["m=1:2", "m=3:4"])).unwrap_err();
+        assert!(e.contains("\"m\" is priced twice"), "{e}");
+    }
+
+    #[test]
+    fn set_prices_replaces_prices_and_keeps_model_limits() {
+        let mut config: PricingConfig = toml::from_str(
+            "[models.a]\nmax_output_tokens = 100\nprice = { input_msat_per_mtok = 1, cached_input_msat_per_mtok = 1, output_msat_per_mtok = 1 }\n\
+             [models.b]\nprice = { input_msat_per_mtok = 5, output_msat_per_mtok = 5 }",
+        )
+        .unwrap();
+        config.set_prices(&parse_model_prices(&entries(&["a=7:8", "c=9:10"])).unwrap());
+        assert_eq!(config.models.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(config.models["a"].max_output_tokens, Some(100));
+        assert_eq!(config.models["a"].price, parse_model_prices(&entries(&["a=7:8"])).unwrap()["a"]);
+        assert_eq!(config.models["b"].price.input_msat_per_mtok, 5);
+        assert_eq!(config.models["c"].max_output_tokens, None);
     }
 }

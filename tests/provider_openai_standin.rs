@@ -1,0 +1,103 @@
+//! The README's one-command provider against a real upstream, with the upstream replaced by a
+//! local stand-in of an OpenAI-compatible server (`jobd_upstream.rs`, on 127.0.0.1): the real
+//! `lcpnode` binary started with `--compute-backend openai --openai-base-url URL --model-price
+//! MODEL=IN:OUT` and `OPENAI_API_KEY` in its environment, no config file. A requester node buys a
+//! job from it with `lcp-cli job run`; the result is the stand-in's answer, byte for byte.
+
+#[path = "jobd_upstream.rs"]
+mod jobd_upstream;
+
+use jobd_upstream::{Script, Upstream};
+use lcp::bus::api::lcpd::{JobRole, LcpdApi};
+use lcp::bus::api::Body;
+use lcp::bus::ServiceId;
+use lcp::testkit::{connect_with_channel, peerd_address, wait_offer, wait_services, InProcessNode, ProcessNode};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const MODEL: &str = "gpt-4o-mini";
+const PRICE: &str = "gpt-4o-mini=150000:600000";
+const KEY: &str = "sk-standin-0123456789";
+const PROMPT: &str = "Say hello over Lightning.";
+const ANSWER: &[u8] = br#"{"id":"chatcmpl-standin","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello over Lightning."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_compatible_standin() {
+    let mut up =
+        Upstream::start(|_| Script::Respond { status: 200, content_type: "application/json", body: ANSWER.to_vec() })
+            .await;
+    let base_url = format!("{}/v1", up.base_url());
+
+    // The provider: the README's command, on loopback.
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--compute-backend",
+        "openai",
+        "--openai-base-url",
+        &base_url,
+        "--model-price",
+        PRICE,
+    ];
+    let mut provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
+    let pc = provider.client().await.expect("provider bus");
+    let (provider_id, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", provider.log("lcpnode")));
+    wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider services");
+
+    // The requester: a node of its own, connected to the provider with a devnet channel.
+    let requester = InProcessNode::start().expect("requester");
+    let rc = requester.client().await.expect("requester bus");
+    wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
+    connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.expect("channel");
+
+    // The provider offers the priced model, and only that one.
+    let peer = wait_offer(&rc, &provider_id, MODEL).await.expect("manifest");
+    let models: BTreeSet<_> = peer.manifest.tasks.iter().filter_map(|t| t.model.as_deref()).collect();
+    assert_eq!(models, BTreeSet::from([MODEL]));
+
+    // `lcp-cli job run`: the result bytes on stdout, the summary on stderr.
+    let dir = requester.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+            .arg("--datadir")
+            .arg(&dir)
+            .args(["job", "run", &provider_id, "-m", MODEL, "-p", PROMPT])
+            .env_remove("LCP_CONFIG")
+            .output()
+            .expect("lcp-cli runs")
+    })
+    .await
+    .expect("join");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", provider.log("lcpnode"));
+    assert_eq!(out.stdout, ANSWER, "{err}");
+    assert!(err.contains("sha256(preimage) matches: true"), "{err}");
+
+    // The stand-in saw one chat request, with the key from the environment and the exact body.
+    let req = tokio::time::timeout(Duration::from_secs(5), up.requests.recv())
+        .await
+        .expect("a request reached the stand-in")
+        .expect("stand-in running");
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/chat/completions"));
+    assert_eq!(req.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    let body: serde_json::Value = serde_json::from_slice(&req.body).expect("JSON body");
+    assert_eq!((body["model"].as_str(), body["messages"][0]["content"].as_str()), (Some(MODEL), Some(PROMPT)));
+    assert!(up.requests.try_recv().is_err(), "one upstream request per paid job");
+
+    // The price is the flag's: ceil((input tokens * 150000 + 4096 output tokens * 600000) / 1e6).
+    let rows =
+        match rc.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListJobs { limit: 10 }), Duration::from_secs(5)).await {
+            Ok(Body::Lcpd(LcpdApi::Jobs(rows))) => rows,
+            other => panic!("{other:?}"),
+        };
+    let job = rows.iter().find(|r| r.role == JobRole::Requester).expect("the requester's job");
+    let tokens = (req.body.len() as u64).div_ceil(4);
+    assert_eq!(job.price_msat, (tokens * 150_000 + 4096 * 600_000).div_ceil(1_000_000));
+    assert_eq!((job.state.as_str(), job.result_len), ("done", Some(ANSWER.len() as u64)));
+
+    rc.close();
+    pc.close();
+    let status = provider.terminate("lcpnode", Duration::from_secs(15)).expect("lcpnode stops");
+    assert!(status.success(), "{status:?}");
+    assert!(!provider.log("lcpnode").contains(KEY), "the API key is never logged");
+}
