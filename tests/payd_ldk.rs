@@ -547,3 +547,44 @@ async fn busy_channel_retry_gives_up_at_the_timeout_without_a_record() {
     assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), second.payment_hash);
     assert_eq!(a.engine.list_payments().await.unwrap().len(), 2);
 }
+
+/// A payment in flight is not work for the engine: LDK reports pending HTLC processing for as
+/// long as an outbound payment may still be retried, and the engine must neither loop on that nor
+/// rely on looping to finish the payment. Each payment stops for a while at a different point (the
+/// link holds the remaining messages, so both engines go idle), then completes once it moves
+/// again, is settled once, and costs the payer far fewer processing rounds than one pass of the
+/// old driver that counted that flag as progress (64 rounds per processing call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_in_flight_leaves_the_engine_idle_and_completes_when_messages_move() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, mut link) = pair_with_channel(da.path(), db.path(), 1_000_000).await;
+    let mut events = b.engine.subscribe();
+    for k in [0u64, 1, 3, 5, 8] {
+        let inv = b.engine.create_invoice(2_100_000, terms(&format!("idle {k}")), 600).await.unwrap();
+        let rounds_before = a.engine.stats().rounds;
+        link.hold_after(k);
+        let payer = a.engine.clone();
+        let bolt11 = inv.bolt11.clone();
+        let pay = tokio::spawn(async move { payer.pay(bolt11, params(None)).await });
+        link.wait_held().await;
+        let ea = a.engine.clone();
+        wait_until("payment HTLC in the payer's channel", || {
+            ea.channels().iter().any(|c| c.pending_outbound_htlcs > 0)
+        })
+        .await;
+        link.release();
+        let paid = pay.await.unwrap().unwrap_or_else(|e| panic!("payment held after {k} messages: {e}"));
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(paid.preimage)), inv.payment_hash);
+        assert_eq!(wait_settled(&mut events, inv.payment_hash).await.unwrap(), 2_100_000);
+        let rounds = a.engine.stats().rounds - rounds_before;
+        assert!(rounds < 64, "payer ran {rounds} processing rounds for one payment (held after {k} messages)");
+        let ea = a.engine.clone();
+        wait_until("channel quiet", || ea.channels().iter().all(|c| c.pending_outbound_htlcs == 0)).await;
+    }
+    let pays = a.engine.list_payments().await.unwrap();
+    assert_eq!(pays.len(), 5);
+    assert!(pays.iter().all(|r| r.status == PaymentStatus::Succeeded));
+    let invoices = b.engine.list_invoices().await.unwrap();
+    assert!(invoices.iter().all(|i| i.status == InvoiceStatus::Settled && i.amount_received_msat == Some(2_100_000)));
+    assert_eq!(link.incident_count(), (0, 0));
+}

@@ -227,6 +227,8 @@ pub struct EngineStats {
     pub reestablish_dropped: u64,
     /// ChannelManager writes.
     pub manager_writes: u64,
+    /// Processing passes (each drains events, HTLC forwards and messages once).
+    pub rounds: u64,
 }
 
 struct Session {
@@ -252,6 +254,7 @@ struct Inner {
     stale_dropped: AtomicU64,
     reestablish_dropped: AtomicU64,
     manager_writes: AtomicU64,
+    rounds: AtomicU64,
     entropy: RandomBytes,
 }
 
@@ -427,6 +430,7 @@ impl LdkEngine {
             stale_dropped: AtomicU64::new(0),
             reestablish_dropped: AtomicU64::new(0),
             manager_writes: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
             entropy: RandomBytes::new(keys_seed_from_node_secret(&entropy_seed)),
         });
         // Write the initial state, and handle whatever the reload left pending.
@@ -442,7 +446,7 @@ impl LdkEngine {
     pub fn shutdown(&self) -> Result<(), PaydError> {
         self.shutdown.cancel();
         let _g = lock(&self.inner.process_lock);
-        let r = self.inner.persist_manager(true);
+        let r = self.inner.persist_manager(true).map(drop);
         self.inner.stopped.store(true, Ordering::SeqCst);
         r
     }
@@ -756,6 +760,7 @@ impl LdkEngine {
             stale_dropped: self.inner.stale_dropped.load(Ordering::Relaxed),
             reestablish_dropped: self.inner.reestablish_dropped.load(Ordering::Relaxed),
             manager_writes: self.inner.manager_writes.load(Ordering::Relaxed),
+            rounds: self.inner.rounds.load(Ordering::Relaxed),
         }
     }
 
@@ -1007,15 +1012,17 @@ async fn driver(inner: Arc<Inner>, shutdown: CancellationToken, tick: Duration) 
 }
 
 impl Inner {
-    fn persist_manager(&self, force: bool) -> Result<(), PaydError> {
+    /// Write the ChannelManager if LDK asks for it (or `force`); returns whether it was written.
+    fn persist_manager(&self, force: bool) -> Result<bool, PaydError> {
         if self.stopped.load(Ordering::SeqCst) {
-            return Ok(());
+            return Ok(false);
         }
         if self.cm.get_and_clear_needs_persistence() || force {
             write_atomic(&self.config.state_dir.join(MANAGER_FILE), &self.cm.encode())?;
             self.manager_writes.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// One or more processing rounds until nothing changes: events, HTLC forwards, persistence,
@@ -1031,6 +1038,7 @@ impl Inner {
             return;
         }
         for _ in 0..64 {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
             let handled = AtomicU64::new(0);
             let handler = |event: Event| -> Result<(), ReplayEvent> {
                 handled.fetch_add(1, Ordering::Relaxed);
@@ -1038,9 +1046,13 @@ impl Inner {
             };
             self.cm.process_pending_events(&handler);
             self.chain_monitor.process_pending_events(&handler);
+            // Not progress by itself: LDK also reports this for as long as an outbound payment
+            // may still be retried, that is the whole life of a payment in flight. Whatever the
+            // call really does (an HTLC received, forwarded, retried or failed, a holding cell
+            // freed) marks the ChannelManager for persistence, queues an event or a message, and
+            // each of those counts below.
             if self.cm.needs_pending_htlc_processing() {
                 self.cm.process_pending_htlc_forwards();
-                handled.fetch_add(1, Ordering::Relaxed);
             }
             let outputs = {
                 let mut peers = lock(&self.peers);
@@ -1075,22 +1087,25 @@ impl Inner {
                 }
                 outputs
             };
-            if let Err(e) = self.persist_manager(false) {
-                // Nothing that depends on the unsaved state may leave: drop every session so the
-                // peers reestablish from what is on disk.
-                tracing::error!(target: "payd::ldk", "cannot persist the channel manager: {e}");
-                let mut peers = lock(&self.peers);
-                for (node_id, s) in peers.drain() {
-                    self.cm.peer_disconnected(node_id);
-                    let _ = self.out.send(PeerOutput::Disconnect {
-                        node_id,
-                        session_id: s.id,
-                        reason: format!("channel state not persisted: {e}"),
-                    });
+            let persisted = match self.persist_manager(false) {
+                Ok(persisted) => persisted,
+                Err(e) => {
+                    // Nothing that depends on the unsaved state may leave: drop every session so the
+                    // peers reestablish from what is on disk.
+                    tracing::error!(target: "payd::ldk", "cannot persist the channel manager: {e}");
+                    let mut peers = lock(&self.peers);
+                    for (node_id, s) in peers.drain() {
+                        self.cm.peer_disconnected(node_id);
+                        let _ = self.out.send(PeerOutput::Disconnect {
+                            node_id,
+                            session_id: s.id,
+                            reason: format!("channel state not persisted: {e}"),
+                        });
+                    }
+                    return;
                 }
-                return;
-            }
-            let progressed = !outputs.is_empty() || handled.load(Ordering::Relaxed) > 0;
+            };
+            let progressed = !outputs.is_empty() || handled.load(Ordering::Relaxed) > 0 || persisted;
             for o in outputs {
                 if self.out.send(o).is_err() {
                     tracing::debug!(target: "payd::ldk", "output channel closed");
