@@ -624,7 +624,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
 /// it certainly cost nothing. A failure while the payment was in flight (the provider's error,
 /// our deadline, a cancel) may still have paid this provider.
 fn may_try_next(outcome: &JobOutcomeRow, paid: bool, started: bool) -> bool {
-    matches!(outcome, JobOutcomeRow::Failed { nothing_paid: true, .. }) && !paid && !started
+    outcome.nothing_paid() && !paid && !started
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! started, and otherwise as soon as its payment is reported, so that the payment outcome is still
 //! learnt and counted. A job lcpd never finishes is dropped by [`Tracker::sweep`].
 
-use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow};
+use crate::bus::api::lcpd::JobEvent;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -124,7 +124,7 @@ impl Tracker {
         let mut out = Vec::new();
         let Some(e) = self.jobs.get_mut(&job_id) else { return out };
         let finished = matches!(event, JobEvent::Result(_));
-        let nothing_paid = matches!(event, JobEvent::Result(JobOutcomeRow::Failed { nothing_paid: true, .. }));
+        let nothing_paid = matches!(&event, JobEvent::Result(o) if o.nothing_paid());
         match &event {
             JobEvent::Paid { price_msat, .. } => {
                 Self::commit_once(job_id, e, *price_msat, &mut out);
@@ -218,6 +218,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::api::lcpd::JobOutcomeRow;
 
     const J: [u8; 32] = [7; 32];
 

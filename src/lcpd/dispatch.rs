@@ -178,11 +178,7 @@ impl Dispatcher {
             Err(BusError::Remote(RemoteError { code: ErrorCode::ResourceExhausted, message })) => {
                 // Busy with runs we do not know of yet: the job waits for room, first in line.
                 tracing::info!(target: "lcpd", worker = %ex.worker, "worker full, job queued again: {message}");
-                if let Some(a) = self.active.get_mut(&ex.key) {
-                    a.run_id = None;
-                    a.worker = None;
-                }
-                self.runs.remove(&ex.run_id);
+                self.forget_run(&ex.key);
                 for (k, w) in self.pool.refused_full(&ex.key, &ex.worker) {
                     self.start(k, w);
                 }
@@ -227,12 +223,18 @@ impl Dispatcher {
         for o in orphans {
             match o {
                 Orphan::Rerun(key, w) => self.start(key, w),
-                Orphan::Requeued(key) => {
-                    if let Some(old) = self.active.get_mut(&key).and_then(|a| a.run_id.take()) {
-                        self.runs.remove(&old);
-                    }
-                }
+                Orphan::Requeued(key) => self.forget_run(&key),
                 Orphan::Fail(key, reason) => self.fail(&key, WORKER_LOST_CODE, reason),
+            }
+        }
+    }
+
+    /// The job is back in the queue: its run is no longer current (late output is dropped).
+    fn forget_run(&mut self, key: &JobKey) {
+        if let Some(a) = self.active.get_mut(key) {
+            a.worker = None;
+            if let Some(old) = a.run_id.take() {
+                self.runs.remove(&old);
             }
         }
     }

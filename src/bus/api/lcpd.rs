@@ -175,6 +175,13 @@ pub enum JobOutcomeRow {
     Cancelled,
 }
 
+impl JobOutcomeRow {
+    /// Whether it is certain that the job cost nothing (see [`JobOutcomeRow::Failed`]).
+    pub fn nothing_paid(&self) -> bool {
+        matches!(self, Self::Failed { nothing_paid: true, .. })
+    }
+}
+
 /// Events of a job being executed, in order, to the client that asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEvent {

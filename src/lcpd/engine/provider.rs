@@ -649,12 +649,10 @@ impl Engine {
             job.rec.result_content_type = Some(CONTENT_TYPE_JSON.into());
         }
         job.result_in_memory = true;
-        if job.live.is_some() && !job.broken && self.peers.is_connected(&job.rec.peer) {
-            self.send_pending_begin(now, job);
-        }
-        job.begin_pending = None;
         match job.live.take() {
             Some((splitter, stream_id, expiry)) if !job.broken && self.peers.is_connected(&job.rec.peer) => {
+                // An SSE result with no bytes still goes out as an (empty) stream.
+                self.send_pending_begin(now, job);
                 let (len, sha256) = splitter.finish();
                 let peer = job.rec.peer.clone();
                 let envelope = self.envelope(job.rec.protocol_version, job.rec.job_id, expiry);
@@ -668,6 +666,7 @@ impl Engine {
                 self.drop_result(job);
             }
             _ => {
+                job.begin_pending = None;
                 job.rec.state = ProviderState::ResultReady;
                 self.save_provider(job, now, false, true);
                 if self.peers.remote(&job.rec.peer).is_some() {

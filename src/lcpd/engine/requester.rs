@@ -421,14 +421,18 @@ impl Engine {
     pub fn paid(&mut self, now: u64, job_id: [u8; 32], outcome: PayOutcome) {
         let Some(mut job) = self.rjobs.remove(&job_id) else { return };
         job.pay_in_flight = false;
+        if let PayOutcome::Paid(preimage) = outcome {
+            let hash: [u8; 32] = Sha256::digest(preimage).into();
+            if hash != job.rec.payment_hash {
+                tracing::error!(target: "lcpd", "payd returned a preimage that does not match the payment hash");
+                self.rjobs.insert(job_id, job);
+                return;
+            }
+        }
         if matches!(job.rec.state, RequesterState::Paying | RequesterState::AwaitingResult) {
             match outcome {
                 PayOutcome::Paid(preimage) => {
-                    let hash: [u8; 32] = Sha256::digest(preimage).into();
-                    if hash != job.rec.payment_hash {
-                        tracing::error!(target: "lcpd", "payd returned a preimage that does not match the payment hash");
-                        job.pay_in_flight = false;
-                    } else if job.rec.preimage.is_none() {
+                    if job.rec.preimage.is_none() {
                         job.rec.preimage = Some(preimage);
                         if job.rec.state == RequesterState::Paying {
                             job.rec.state = RequesterState::AwaitingResult;
@@ -449,8 +453,7 @@ impl Engine {
         } else if let PayOutcome::Paid(preimage) = outcome {
             // The job ended (the provider's error, our deadline, a cancel) while its payment was
             // in flight, and the payment went through: the record keeps the proof of payment.
-            let hash: [u8; 32] = Sha256::digest(preimage).into();
-            if hash == job.rec.payment_hash && job.rec.preimage.is_none() {
+            if job.rec.preimage.is_none() {
                 tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), state = job.rec.state.as_str(), "payment completed after the job ended");
                 job.rec.preimage = Some(preimage);
                 self.save_requester(&mut job, now, None);
