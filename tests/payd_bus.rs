@@ -161,6 +161,15 @@ async fn invoice_payment_and_balance_listings_over_the_bus_and_the_cli() {
     assert_eq!(payments[0].payee, p.provider_id);
     let preimage = payments[0].preimage.expect("preimage recorded");
     assert_eq!(<[u8; 32]>::from(Sha256::digest(preimage)), paid_hash);
+    // A lookup by hash gives the same record; a hash never paid gives none (and pays nothing).
+    assert_eq!(
+        payd(&p.rc, PaydApi::LookupPayment { payment_hash: paid_hash }).await.unwrap(),
+        PaydApi::PaymentInfo(Some(payments[0].clone()))
+    );
+    assert_eq!(
+        payd(&p.rc, PaydApi::LookupPayment { payment_hash: open_hash }).await.unwrap(),
+        PaydApi::PaymentInfo(None)
+    );
     // Balances moved by exactly the amount paid (the provider's 21 sat stay below its channel
     // reserve, so what it can send is still 0; what it can receive shrank).
     let r1 = poll_until(PATIENCE, "requester balance", || async {
@@ -197,6 +206,17 @@ async fn invoice_payment_and_balance_listings_over_the_bus_and_the_cli() {
     assert_eq!(v[0]["payee"], p.provider_id);
     let (ok, out, _) = cli(&rdir, &["payment", "list"]).await;
     assert!(ok && out.contains("21000 msat to") && out.contains("succeeded"), "{out}");
+    let (ok, out, err) = cli(&rdir, &["payment", "show", &hex::encode(paid_hash), "--json"]).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["preimage"].as_str()),
+        (Some("succeeded"), Some(hex::encode(preimage).as_str()))
+    );
+    let (ok, _, err) = cli(&rdir, &["payment", "show", &hex::encode(open_hash)]).await;
+    assert!(!ok && err.contains("no payment with hash") && err.lines().count() == 1, "{err}");
+    let (ok, _, err) = cli(&rdir, &["payment", "show", "xyz"]).await;
+    assert!(!ok && err.contains("not hex"), "{err}");
     let (ok, out, err) = cli(&rdir, &["balance", "--json"]).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

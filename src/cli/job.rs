@@ -221,6 +221,8 @@ pub async fn run(bus: &Bus, cmd: JobCmd, json: bool, timeout: Duration) -> Resul
                         if let Some(p) = r.preimage {
                             let ok = <[u8; 32]>::from(Sha256::digest(p)) == r.payment_hash;
                             let _ = writeln!(out, "  preimage     {} (sha256 matches: {ok})", hex::encode(p));
+                        } else if r.payment_unresolved {
+                            let _ = writeln!(out, "  payment      outcome not known yet; lcpd keeps asking payd");
                         }
                         if let (Some(len), Some(h)) = (r.result_len, r.result_hash) {
                             let _ = writeln!(

@@ -5,7 +5,7 @@
 //! payd making an invoice or paying) run as tasks whose outcome comes back to the loop.
 
 use super::dispatch::{Dispatcher, Owner};
-use super::engine::requester::{Accepted, PayOutcome, ReqError};
+use super::engine::requester::{Accepted, PayOutcome, PaymentLookup, ReqError};
 use super::engine::{
     Engine, EngineConfig, FailKind, Limits, Notice, Out, Outcome, PKey, ProviderRecord, RequesterRecord, RequesterState,
 };
@@ -16,7 +16,7 @@ use crate::bus::api::jobd::JobSpec;
 use crate::bus::api::lcpd::{
     JobEvent, JobOutcomeRow, JobRole, JobRow, LcpPeerRow, ManifestRow, QuoteRow, TaskRow, TestJob,
 };
-use crate::bus::api::payd::{InvoiceState, PaydApi};
+use crate::bus::api::payd::{InvoiceState, PaydApi, PaymentRow, PaymentState};
 use crate::bus::api::peerd::PeerInfo;
 use crate::bus::api::{Body, JobdApi, LcpdApi, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId, ToErrorCode};
@@ -75,6 +75,7 @@ enum Feedback {
     Priced(PKey, Result<u64, (u16, String)>, Option<ServiceId>),
     Invoiced(PKey, Result<(String, [u8; 32]), String>),
     Paid([u8; 32], PayOutcome),
+    LookedUp([u8; 32], PaymentLookup),
     Settled([u8; 32]),
     Peers(Vec<PeerInfo>),
 }
@@ -209,6 +210,23 @@ fn manifest_row(m: &Manifest) -> ManifestRow {
     }
 }
 
+/// How long lcpd waits for payd's answer to a payment lookup.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What payd's payment record (`None`: payd never recorded it) says of a payment.
+fn payment_lookup(payment_hash: [u8; 32], row: Option<PaymentRow>) -> PaymentLookup {
+    let Some(row) = row else { return PaymentLookup::NotPaid("payd has no record of the payment".into()) };
+    if row.payment_hash != payment_hash {
+        return PaymentLookup::Unknown("payd answered for another payment".into());
+    }
+    match (row.state, row.preimage) {
+        (PaymentState::Succeeded, Some(preimage)) => PaymentLookup::Paid(preimage),
+        (PaymentState::Succeeded, None) => PaymentLookup::Unknown("payd reports success without a preimage".into()),
+        (PaymentState::Failed, _) => PaymentLookup::NotPaid(row.failure.unwrap_or_else(|| "payment failed".into())),
+        (PaymentState::Pending, _) => PaymentLookup::Pending,
+    }
+}
+
 fn provider_row(r: &ProviderRecord) -> JobRow {
     JobRow {
         role: JobRole::Provider,
@@ -222,6 +240,7 @@ fn provider_row(r: &ProviderRecord) -> JobRow {
         terms_hash: r.terms_hash,
         payment_hash: r.payment_hash,
         preimage: None,
+        payment_unresolved: false,
         result_len: r.result_len,
         result_content_type: r.result_content_type.clone(),
         result_hash: r.result_hash,
@@ -244,6 +263,7 @@ fn requester_row(r: &RequesterRecord) -> JobRow {
         terms_hash: r.terms_hash,
         payment_hash: r.payment_hash,
         preimage: r.preimage,
+        payment_unresolved: r.payment_unresolved,
         result_len: r.result_len,
         result_content_type: r.result_content_type.clone(),
         result_hash: r.result_hash,
@@ -415,6 +435,7 @@ impl State {
             }
             Feedback::Invoiced(key, r) => self.engine.invoiced(now, &key, r),
             Feedback::Paid(job_id, o) => self.engine.paid(now, job_id, o),
+            Feedback::LookedUp(job_id, l) => self.engine.payment_looked_up(now, job_id, l),
             Feedback::Settled(hash) => {
                 self.engine.settled(now, hash);
             }
@@ -514,6 +535,21 @@ impl State {
                         Err(e) => PayOutcome::Unknown(e.to_string()),
                     };
                     let _ = fb.send(Feedback::Paid(job_id, o));
+                });
+            }
+            Out::LookupPayment { job_id, payment_hash } => {
+                let (bus, fb) = (self.bus.clone(), self.fb.clone());
+                tokio::spawn(async move {
+                    let body = Body::Payd(PaydApi::LookupPayment { payment_hash });
+                    let l = match bus.request(&ServiceId::Payd, body, LOOKUP_TIMEOUT).await {
+                        Ok(Body::Payd(PaydApi::PaymentInfo(row))) => payment_lookup(payment_hash, row),
+                        Ok(other) => PaymentLookup::Unknown(format!(
+                            "unexpected answer {}",
+                            crate::bus::broker::body_name(&other)
+                        )),
+                        Err(e) => PaymentLookup::Unknown(e.to_string()),
+                    };
+                    let _ = fb.send(Feedback::LookedUp(job_id, l));
                 });
             }
             Out::Notify { job_id, notice } => self.notify(job_id, notice),
@@ -768,5 +804,47 @@ impl State {
             .submit(key, Owner::Client { id: from.clone(), job_id }, spec, None)
             .map_err(|e| RemoteError::from_err(&e))?;
         Ok(Body::Lcpd(LcpdApi::JobAccepted { job_id, queued }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: PaymentState, preimage: Option<[u8; 32]>, failure: Option<&str>) -> PaymentRow {
+        PaymentRow {
+            payment_hash: [1; 32],
+            bolt11: "lnbcrt1".into(),
+            amount_msat: 5,
+            payee: "02aa".into(),
+            state,
+            preimage,
+            fee_msat: None,
+            failure: failure.map(String::from),
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn payd_records_map_to_lookup_outcomes() {
+        let h = [1; 32];
+        assert_eq!(
+            payment_lookup(h, Some(row(PaymentState::Succeeded, Some([9; 32]), None))),
+            PaymentLookup::Paid([9; 32])
+        );
+        assert_eq!(payment_lookup(h, Some(row(PaymentState::Pending, None, None))), PaymentLookup::Pending);
+        assert_eq!(
+            payment_lookup(h, Some(row(PaymentState::Failed, None, Some("no route")))),
+            PaymentLookup::NotPaid("no route".into())
+        );
+        // Never recorded: nothing was paid.
+        assert!(matches!(payment_lookup(h, None), PaymentLookup::NotPaid(_)));
+        // Answers that cannot settle it keep the question open.
+        assert!(matches!(payment_lookup(h, Some(row(PaymentState::Succeeded, None, None))), PaymentLookup::Unknown(_)));
+        assert!(matches!(
+            payment_lookup([2; 32], Some(row(PaymentState::Failed, None, None))),
+            PaymentLookup::Unknown(_)
+        ));
     }
 }

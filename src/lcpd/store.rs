@@ -142,11 +142,14 @@ impl JobStore {
         Ok(out)
     }
 
-    /// Requester jobs to resume, as [`Self::provider_to_resume`].
+    /// Requester jobs to resume, as [`Self::provider_to_resume`], and ended jobs of any age
+    /// whose payment's outcome is still unknown.
     pub fn requester_to_resume(&self, since: u64) -> Result<Vec<(RequesterRecord, Vec<u8>)>, JobStoreError> {
         let mut st = self.conn.prepare(
             "SELECT record, input FROM requester_jobs
-             WHERE state NOT IN ('done','failed','cancelled','expired') OR updated_at >= ?1 ORDER BY created_at",
+             WHERE state NOT IN ('done','failed','cancelled','expired') OR updated_at >= ?1
+                OR json_extract(record, '$.payment_unresolved') = 1
+             ORDER BY created_at",
         )?;
         let rows =
             st.query_map(params![since as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))?;
@@ -312,6 +315,7 @@ mod tests {
             bolt11: "lnbcrt1".into(),
             payment_hash: [4; 32],
             preimage: None,
+            payment_unresolved: false,
             result_content_type: None,
             result_len: None,
             result_hash: None,
@@ -329,5 +333,18 @@ mod tests {
         assert!(s.requester_to_resume(50).expect("resume").is_empty());
         assert_eq!(s.requester_job(&[7; 32]).expect("q"), Some(done));
         assert_eq!(s.requester_result(&[7; 32]).expect("q"), Some(b"res".to_vec()));
+        // An old ended job whose payment's outcome is unknown is resumed whatever its age; a
+        // record written before the field existed reads as resolved.
+        let mut failed = rec.clone();
+        (failed.job_id, failed.state, failed.payment_unresolved) = ([8; 32], RequesterState::Failed, true);
+        s.save_requester(&failed, Some(b"in2"), None).expect("save");
+        assert_eq!(s.requester_to_resume(50).expect("resume"), vec![(failed.clone(), b"in2".to_vec())]);
+        failed.payment_unresolved = false;
+        s.save_requester(&failed, None, None).expect("save");
+        assert!(s.requester_to_resume(50).expect("resume").is_empty());
+        let old_json = serde_json::to_string(&failed).expect("json").replace(",\"payment_unresolved\":false", "");
+        assert!(!old_json.contains("payment_unresolved"));
+        let old: RequesterRecord = serde_json::from_str(&old_json).expect("an older record still reads");
+        assert_eq!(old, failed);
     }
 }

@@ -591,6 +591,10 @@ pub trait PaymentBackend: Send + Sync {
     /// Outgoing payments, oldest first.
     fn list_payments(&self) -> BoxFuture<'_, Result<Vec<PaymentRecord>, PaydError>>;
 
+    /// One outgoing payment by payment hash, as recorded; `None` when no attempt was ever
+    /// recorded for it (then nothing was paid). Never pays.
+    fn lookup_payment(&self, payment_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<PaymentRecord>, PaydError>>;
+
     /// Invoices we issued, oldest first.
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>>;
 

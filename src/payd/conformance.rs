@@ -140,6 +140,8 @@ pub async fn pay_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentBackend
     ensure!(mine.len() == 1, "{} payment records for one hash", mine.len());
     ensure!(mine[0].status == PaymentStatus::Succeeded, "record status {:?}", mine[0].status);
     ensure!(mine[0].preimage == Some(paid.preimage), "recorded preimage differs");
+    let one = payer.lookup_payment(inv.payment_hash).await.map_err(|e| e.to_string())?;
+    ensure!(one.as_ref() == Some(mine[0]), "lookup_payment gave {one:?}, not the listed record");
     // Paying again returns the first outcome and settles nothing new.
     let again = payer.pay(inv.bolt11.clone(), params(None)).await.map_err(|e| format!("second pay failed: {e}"))?;
     ensure!(again.preimage == paid.preimage, "second pay returned another preimage");
@@ -287,6 +289,8 @@ pub async fn bad_input_contract(payer: &dyn PaymentBackend, payee: &dyn PaymentB
 
     let after = payer.list_payments().await.map_err(|e| e.to_string())?.len();
     ensure!(after == before, "refused payments left {} records", after - before);
+    let none = payer.lookup_payment(inv.payment_hash).await.map_err(|e| e.to_string())?;
+    ensure!(none.is_none(), "a refused payment can be looked up: {none:?}");
     ensure!(count_settled(&mut events, inv.payment_hash) == 0, "a refused invoice settled");
     let rec = payee.lookup_invoice(inv.payment_hash).await.map_err(|e| e.to_string())?.ok_or("invoice not recorded")?;
     ensure!(rec.status == InvoiceStatus::Open, "refused invoice has status {:?}", rec.status);

@@ -565,6 +565,12 @@ impl Bridge {
                     reply(r.map(|v| PaydApi::Invoices(v.iter().map(invoice_row).collect())).map_err(|e| remote(&e)));
                 });
             }
+            PaydApi::LookupPayment { payment_hash } => {
+                tokio::spawn(async move {
+                    let r = backend.lookup_payment(payment_hash).await;
+                    reply(r.map(|p| PaydApi::PaymentInfo(p.as_ref().map(payment_row))).map_err(|e| remote(&e)));
+                });
+            }
             PaydApi::ListPayments => {
                 tokio::spawn(async move {
                     let r = backend.list_payments().await;

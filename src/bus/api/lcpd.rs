@@ -134,6 +134,8 @@ pub struct JobRow {
     pub payment_hash: [u8; 32],
     /// The preimage, once paid (requester side).
     pub preimage: Option<[u8; 32]>,
+    /// Requester side: the payment's outcome is not known yet (payd is asked until it is).
+    pub payment_unresolved: bool,
     /// Result length.
     pub result_len: Option<u64>,
     /// Result content type.

@@ -233,4 +233,13 @@ pub enum PaydApi {
         /// If set, the invoice must expire no later than this unix time.
         not_after_secs: Option<u64>,
     },
+    /// -> payd: one outgoing payment, by payment hash; a lookup only, it never pays. Answered
+    /// with [`PaydApi::PaymentInfo`].
+    LookupPayment {
+        /// Payment hash.
+        payment_hash: [u8; 32],
+    },
+    /// payd ->: the payment, or `None` if payd never recorded one for that hash (then nothing was
+    /// paid).
+    PaymentInfo(Option<PaymentRow>),
 }

@@ -239,6 +239,14 @@ pub enum Out {
         /// BOLT11.
         bolt11: String,
     },
+    /// Ask payd what became of a payment (a lookup: nothing is paid), then call
+    /// [`Engine::payment_looked_up`].
+    LookupPayment {
+        /// The requester job.
+        job_id: [u8; 32],
+        /// Its payment hash.
+        payment_hash: [u8; 32],
+    },
     /// Persist a requester job (input and result bytes when they first exist).
     SaveRequester {
         /// The record.

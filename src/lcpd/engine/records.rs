@@ -186,6 +186,11 @@ pub struct RequesterRecord {
     pub payment_hash: [u8; 32],
     /// The preimage, once paid.
     pub preimage: Option<[u8; 32]>,
+    /// The payment was handed to payd and its outcome is not known yet: while set, lcpd keeps
+    /// asking payd (a lookup, never a second payment) even after the job ended, so a payment that
+    /// went through is never missing from the record. Records written before the field: false.
+    #[serde(default)]
+    pub payment_unresolved: bool,
     /// Result content type.
     pub result_content_type: Option<String>,
     /// Result length.

@@ -60,6 +60,25 @@ pub enum PayOutcome {
     Unknown(String),
 }
 
+/// What payd's record says of a payment, fed back with [`Engine::payment_looked_up`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentLookup {
+    /// It succeeded: the preimage.
+    Paid([u8; 32]),
+    /// It failed for good, or payd never recorded it: nothing was paid.
+    NotPaid(String),
+    /// Still in flight.
+    Pending,
+    /// payd did not answer.
+    Unknown(String),
+}
+
+/// First wait before asking payd again about a payment whose outcome is unknown; it doubles up to
+/// [`LOOKUP_MAX_SECS`].
+pub const LOOKUP_FIRST_SECS: u64 = 5;
+/// Longest wait between two lookups of the same payment.
+pub const LOOKUP_MAX_SECS: u64 = 300;
+
 /// A requester job in memory.
 #[derive(Debug)]
 pub struct RJob {
@@ -71,6 +90,11 @@ pub struct RJob {
     finished_stream: Option<ReassembledStream>,
     pending_result: Option<ResultOk>,
     pay_in_flight: bool,
+    /// A [`Out::LookupPayment`] waits for its answer.
+    lookup_in_flight: bool,
+    /// When to look the payment up next, and the wait after that.
+    next_lookup: u64,
+    lookup_backoff: u64,
     resend_on_ready: bool,
     persisted: bool,
     finished_at: Option<u64>,
@@ -88,6 +112,9 @@ impl RJob {
             finished_stream: None,
             pending_result: None,
             pay_in_flight: false,
+            lookup_in_flight: false,
+            next_lookup: 0,
+            lookup_backoff: LOOKUP_FIRST_SECS,
             resend_on_ready: false,
             persisted,
             finished_at: None,
@@ -180,6 +207,7 @@ impl Engine {
                 bolt11: String::new(),
                 payment_hash: [0; 32],
                 preimage: None,
+                payment_unresolved: false,
                 result_content_type: None,
                 result_len: None,
                 result_hash: None,
@@ -411,6 +439,7 @@ impl Engine {
         }
         job.rec.state = RequesterState::Paying;
         job.rec.max_price_msat = max_price_msat.or(job.rec.max_price_msat);
+        job.rec.payment_unresolved = true;
         job.pay_in_flight = true;
         self.save_requester(job, now, None);
         self.out.push(Out::Pay { job_id: job.rec.job_id, bolt11: job.rec.bolt11.clone() });
@@ -421,42 +450,70 @@ impl Engine {
     pub fn paid(&mut self, now: u64, job_id: [u8; 32], outcome: PayOutcome) {
         let Some(mut job) = self.rjobs.remove(&job_id) else { return };
         job.pay_in_flight = false;
-        if let PayOutcome::Paid(preimage) = outcome {
-            let hash: [u8; 32] = Sha256::digest(preimage).into();
-            if hash != job.rec.payment_hash {
-                tracing::error!(target: "lcpd", "payd returned a preimage that does not match the payment hash");
-                self.rjobs.insert(job_id, job);
-                return;
+        self.pay_outcome(now, &mut job, outcome);
+        self.rjobs.insert(job_id, job);
+    }
+
+    fn pay_outcome(&mut self, now: u64, job: &mut RJob, outcome: PayOutcome) {
+        let job_id = job.rec.job_id;
+        match outcome {
+            PayOutcome::Paid(preimage) => {
+                let hash: [u8; 32] = Sha256::digest(preimage).into();
+                if hash != job.rec.payment_hash {
+                    tracing::error!(target: "lcpd", "payd returned a preimage that does not match the payment hash");
+                    return;
+                }
+                if job.rec.preimage.is_some() {
+                    return;
+                }
+                job.rec.preimage = Some(preimage);
+                job.rec.payment_unresolved = false;
+                if Self::awaiting(job) {
+                    if job.rec.state == RequesterState::Paying {
+                        job.rec.state = RequesterState::AwaitingResult;
+                    }
+                    self.save_requester(job, now, None);
+                    self.notify(job_id, Notice::Paid { preimage });
+                    self.try_complete(now, job);
+                } else {
+                    // The job ended (the provider's error, our deadline, a cancel) while its
+                    // payment was in flight, and the payment went through: the record keeps the
+                    // proof of payment.
+                    tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), state = job.rec.state.as_str(), "payment completed after the job ended");
+                    self.save_requester(job, now, None);
+                }
+            }
+            PayOutcome::Failed(reason) => {
+                let was_unresolved = std::mem::replace(&mut job.rec.payment_unresolved, false);
+                if job.rec.state == RequesterState::Paying {
+                    self.job_failed(now, job, FailKind::PaymentFailed, None, format!("payment failed: {reason}"));
+                } else if was_unresolved {
+                    self.save_requester(job, now, None);
+                }
+            }
+            PayOutcome::Unknown(reason) => {
+                tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment outcome unknown, will ask again: {reason}");
             }
         }
-        if matches!(job.rec.state, RequesterState::Paying | RequesterState::AwaitingResult) {
-            match outcome {
-                PayOutcome::Paid(preimage) => {
-                    if job.rec.preimage.is_none() {
-                        job.rec.preimage = Some(preimage);
-                        if job.rec.state == RequesterState::Paying {
-                            job.rec.state = RequesterState::AwaitingResult;
-                        }
-                        self.save_requester(&mut job, now, None);
-                        self.notify(job_id, Notice::Paid { preimage });
-                        self.try_complete(now, &mut job);
-                    }
-                }
-                PayOutcome::Failed(reason) if job.rec.state == RequesterState::Paying => {
-                    self.job_failed(now, &mut job, FailKind::PaymentFailed, None, format!("payment failed: {reason}"));
-                }
-                PayOutcome::Failed(_) => {}
-                PayOutcome::Unknown(reason) => {
-                    tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment outcome unknown, will ask again: {reason}");
-                }
+    }
+
+    /// payd's answer to [`Out::LookupPayment`].
+    pub fn payment_looked_up(&mut self, now: u64, job_id: [u8; 32], lookup: PaymentLookup) {
+        let Some(mut job) = self.rjobs.remove(&job_id) else { return };
+        job.lookup_in_flight = false;
+        match lookup {
+            PaymentLookup::Paid(preimage) => self.pay_outcome(now, &mut job, PayOutcome::Paid(preimage)),
+            // A payment still being asked for (`Paying`) waits for payd's answer to the Pay.
+            PaymentLookup::NotPaid(reason) if job.rec.state != RequesterState::Paying => {
+                tracing::info!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment of an ended job not made: {reason}");
+                self.pay_outcome(now, &mut job, PayOutcome::Failed(reason));
             }
-        } else if let PayOutcome::Paid(preimage) = outcome {
-            // The job ended (the provider's error, our deadline, a cancel) while its payment was
-            // in flight, and the payment went through: the record keeps the proof of payment.
-            if job.rec.preimage.is_none() {
-                tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), state = job.rec.state.as_str(), "payment completed after the job ended");
-                job.rec.preimage = Some(preimage);
-                self.save_requester(&mut job, now, None);
+            PaymentLookup::NotPaid(_) | PaymentLookup::Pending | PaymentLookup::Unknown(_) => {
+                if let PaymentLookup::Unknown(reason) = &lookup {
+                    tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment lookup failed, will ask again: {reason}");
+                }
+                job.next_lookup = now.saturating_add(job.lookup_backoff);
+                job.lookup_backoff = job.lookup_backoff.saturating_mul(2).min(LOOKUP_MAX_SECS);
             }
         }
         self.rjobs.insert(job_id, job);
@@ -696,7 +753,18 @@ impl Engine {
                     let msg = "no result from the provider before the deadline".to_string();
                     self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
                 }
+                // The job ended while its payment's outcome was unknown: payd's record says.
                 s if s.is_terminal()
+                    && job.rec.payment_unresolved
+                    && !job.pay_in_flight
+                    && !job.lookup_in_flight
+                    && now >= job.next_lookup =>
+                {
+                    job.lookup_in_flight = true;
+                    self.out.push(Out::LookupPayment { job_id: id, payment_hash: job.rec.payment_hash });
+                }
+                s if s.is_terminal()
+                    && !job.rec.payment_unresolved
                     && job.finished_at.is_some_and(|t| now > t.saturating_add(self.cfg.keep_finished_secs)) =>
                 {
                     continue;
@@ -716,7 +784,8 @@ impl Engine {
 
     /// Puts a stored requester job back after a restart: a payment in flight is asked for
     /// again (payd pays at most once per payment hash); a paid job asks the provider again for
-    /// its result when the provider is connected.
+    /// its result when the provider is connected; an ended job whose payment's outcome is unknown
+    /// is looked up at payd on the next tick.
     pub fn restore_requester(&mut self, now: u64, rec: RequesterRecord, input: Vec<u8>) {
         let id = rec.job_id;
         let mut job = RJob::from_record(rec, input, now.saturating_add(self.cfg.default_deadline_secs), true);

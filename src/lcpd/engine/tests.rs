@@ -4,7 +4,7 @@
 //! number the tests move.
 
 use super::records::{ProviderState, RequesterState};
-use super::requester::{Accepted, PayOutcome, QuoteArgs};
+use super::requester::{Accepted, PayOutcome, PaymentLookup, QuoteArgs, LOOKUP_FIRST_SECS};
 use super::*;
 use crate::bus::api::jobd::OutputItem;
 use crate::wire::lcp::{
@@ -82,6 +82,8 @@ struct World {
     /// When false, Pay outputs are collected instead of carried out.
     auto_pay: bool,
     held_pays: Vec<([u8; 32], String)>,
+    /// Payment lookups the requester asked payd for: (job id, payment hash).
+    lookups: Vec<([u8; 32], [u8; 32])>,
     /// When set, messages from the provider are dropped (a silent provider).
     mute_provider: bool,
 }
@@ -115,6 +117,7 @@ impl World {
             pays: 0,
             auto_pay: true,
             held_pays: Vec::new(),
+            lookups: Vec::new(),
             mute_provider: false,
         }
     }
@@ -251,6 +254,7 @@ impl World {
                     e.2 = result;
                 }
             }
+            Out::LookupPayment { job_id, payment_hash } => self.lookups.push((job_id, payment_hash)),
             Out::Notify { job_id, notice } => self.notices.push((job_id, notice)),
             other => panic!("requester asked for a provider action: {other:?}"),
         }
@@ -570,6 +574,105 @@ fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
     w.r.paid(w.now, job_id, PayOutcome::Failed("no route".into()));
     w.pump();
     assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::PaymentFailed, .. })));
+}
+
+/// The provider gives up on job `id` (rate_limited) while the requester's payment is unresolved.
+fn provider_gives_up(w: &mut World, id: [u8; 32]) {
+    let err = LcpMessage::Error(LcpError {
+        envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [9; 32], expiry: w.now + 300 },
+        code: ErrorCode::RateLimited,
+        message: Some("busy".into()),
+        extra: Vec::new(),
+    });
+    w.r.on_message(w.now, &w.p_id.clone(), err);
+    w.pump();
+}
+
+#[test]
+fn an_ended_job_whose_payment_outcome_is_unknown_is_looked_up_until_payd_knows() {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    let (job_id, _) = w.held_pays.pop().expect("a payment was asked for");
+    assert!(w.r_saved[&id].0.payment_unresolved, "the record says a payment is out before payd is asked");
+    // payd did not answer in time, then the provider gave up: the job ends, the payment's fate
+    // is unknown.
+    w.r.paid(w.now, job_id, PayOutcome::Unknown("timed out".into()));
+    provider_gives_up(&mut w, id);
+    assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::ResourceExhausted, .. })));
+    let rec = w.r_saved[&id].0.clone();
+    assert!(rec.payment_unresolved && rec.preimage.is_none());
+    // An ended job is never paid again; payd is asked what happened, one lookup at a time.
+    w.r.tick(w.now);
+    w.pump();
+    w.r.tick(w.now + 1);
+    w.pump();
+    assert!(w.held_pays.is_empty(), "no second payment");
+    assert_eq!(w.lookups, vec![(id, rec.payment_hash)]);
+    // Still pending at payd: asked again after the backoff, not before.
+    w.r.payment_looked_up(w.now, id, PaymentLookup::Pending);
+    w.r.tick(w.now + LOOKUP_FIRST_SECS - 1);
+    w.pump();
+    assert_eq!(w.lookups.len(), 1);
+    w.r.tick(w.now + LOOKUP_FIRST_SECS);
+    w.pump();
+    assert_eq!(w.lookups.len(), 2);
+    // payd unreachable: the wait doubles.
+    w.now += LOOKUP_FIRST_SECS;
+    w.r.payment_looked_up(w.now, id, PaymentLookup::Unknown("payd unreachable".into()));
+    w.r.tick(w.now + 2 * LOOKUP_FIRST_SECS - 1);
+    w.pump();
+    assert_eq!(w.lookups.len(), 2);
+    w.r.tick(w.now + 2 * LOOKUP_FIRST_SECS);
+    w.pump();
+    assert_eq!(w.lookups.len(), 3);
+    // A preimage that does not match the hash is not taken.
+    w.r.payment_looked_up(w.now, id, PaymentLookup::Paid([0; 32]));
+    assert!(w.r_saved[&id].0.preimage.is_none());
+    // payd: it went through. The record keeps the proof of payment; the job stays failed.
+    let preimage = w.invoices[&rec.payment_hash];
+    w.r.payment_looked_up(w.now, id, PaymentLookup::Paid(preimage));
+    w.pump();
+    let rec = &w.r_saved[&id].0;
+    assert_eq!((rec.state, rec.preimage, rec.payment_unresolved), (RequesterState::Failed, Some(preimage), false));
+    // Nothing more to ask.
+    w.r.tick(w.now + 10_000);
+    w.pump();
+    assert_eq!(w.lookups.len(), 3);
+}
+
+#[test]
+fn an_ended_job_stays_in_memory_until_payd_says_its_payment_was_not_made() {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    let (job_id, _) = w.held_pays.pop().expect("a payment was asked for");
+    w.r.paid(w.now, job_id, PayOutcome::Unknown("timed out".into()));
+    provider_gives_up(&mut w, id);
+    // Long after a finished job would leave memory, an unresolved one is still asked about.
+    let later = w.now + EngineConfig::default().keep_finished_secs + 1;
+    w.r.tick(later);
+    w.pump();
+    assert_eq!(w.lookups.len(), 1);
+    assert!(w.r.requester_job(&id).is_some());
+    // payd never recorded it (or it failed): nothing was paid, the record says so.
+    w.r.payment_looked_up(later, id, PaymentLookup::NotPaid("payd has no record of the payment".into()));
+    w.pump();
+    let rec = &w.r_saved[&id].0;
+    assert!(!rec.payment_unresolved && rec.preimage.is_none());
+    w.r.tick(later + 1);
+    w.pump();
+    assert_eq!(w.lookups.len(), 1);
+    assert!(w.r.requester_job(&id).is_none(), "a resolved, finished job leaves memory");
+    // After a restart, a stored unresolved job is looked up at once.
+    let mut rec = w.r_saved[&id].0.clone();
+    rec.payment_unresolved = true;
+    let mut w2 = World::new();
+    w2.r.restore_requester(later, rec.clone(), chat_input(MODEL));
+    w2.r.tick(later);
+    w2.pump();
+    assert_eq!(w2.lookups, vec![(id, rec.payment_hash)]);
+    // A job still paying waits for payd's answer to its payment, whatever a lookup says.
+    let (mut w3, id3) = World::accepted(Work::Hang, false);
+    w3.r.payment_looked_up(w3.now, id3, PaymentLookup::NotPaid("none yet".into()));
+    w3.pump();
+    assert_eq!(w3.r_saved[&id3].0.state, RequesterState::Paying);
 }
 
 #[test]

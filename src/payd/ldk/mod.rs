@@ -1317,6 +1317,10 @@ impl PaymentBackend for LdkEngine {
         Box::pin(async move { lock(&self.inner.store).payments() })
     }
 
+    fn lookup_payment(&self, payment_hash: [u8; 32]) -> BoxFuture<'_, Result<Option<PaymentRecord>, PaydError>> {
+        Box::pin(async move { lock(&self.inner.store).payment(&payment_hash) })
+    }
+
     fn list_invoices(&self) -> BoxFuture<'_, Result<Vec<InvoiceRecord>, PaydError>> {
         Box::pin(async move { lock(&self.inner.store).invoices(now_secs()) })
     }
