@@ -140,6 +140,24 @@ async fn persistent_peers_are_redialed_and_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnecting_a_persistent_peer_that_is_away_forgets_it() {
+    let mut a = peer_node().await;
+    let mut b = peer_node().await;
+    connect(&a, &b, true).await.unwrap();
+    connected(next_event(&mut a.lcpd_rx).await);
+    connected(next_event(&mut b.lcpd_rx).await);
+    // B goes away: A is between connections, redialing.
+    b.peerd.take().unwrap().stop().unwrap();
+    assert!(matches!(next_event(&mut a.lcpd_rx).await, PeerdApi::PeerDisconnected { .. }));
+    // Disconnect still does what it says: A forgets B (no error because B is not connected now)...
+    let req = || Body::Peerd(PeerdApi::Disconnect { node_id: b.node_id.clone() });
+    assert_eq!(a.client.request(&ServiceId::Peerd, req(), T).await.unwrap(), Body::Peerd(PeerdApi::Done));
+    // ...so the second time there is nothing left to disconnect.
+    let again = a.client.request(&ServiceId::Peerd, req(), T).await.unwrap_err().to_string();
+    assert!(again.starts_with("not_found:"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_connect_requests_get_clear_errors() {
     let a = peer_node().await;
     let b = peer_node().await;
@@ -189,6 +207,12 @@ async fn lcp_cli_peer_commands_between_two_process_nodes() {
         assert!(ok);
         let (ok, list_b, _) = cli(&bd, &["peer", "list"]);
         assert!(ok);
+        let (ok, out, err) = cli(&ad, &["peer", "disconnect", &b_id, "--json"]);
+        assert!(ok, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((v["node_id"].as_str(), v["disconnected"].as_bool()), (Some(b_id.as_str()), Some(true)), "{out}");
+        let (ok, out, err) = cli(&ad, &["peer", "connect", &uri]);
+        assert!(ok && out.contains(&b_id), "{out}{err}");
         let (ok, out, err) = cli(&ad, &["peer", "disconnect", &b_id]);
         assert!(ok && out.contains("disconnected"), "{out}{err}");
         let (ok, _, err) = cli(&ad, &["peer", "connect", "nonsense"]);

@@ -73,7 +73,7 @@ pub async fn run(bus: &Bus, cmd: PeerCmd, as_json: bool, timeout: Duration) -> R
         },
         PeerCmd::Disconnect { node_id } => {
             match ask(bus, PeerdApi::Disconnect { node_id: node_id.clone() }, timeout).await? {
-                PeerdApi::Done if as_json => Ok("{}".into()),
+                PeerdApi::Done if as_json => to_json(&serde_json::json!({ "node_id": node_id, "disconnected": true })),
                 PeerdApi::Done => Ok(format!("disconnected {node_id}")),
                 other => Err(CliError::Other(format!("unexpected answer from peerd: {other:?}"))),
             }

@@ -309,6 +309,12 @@ impl State {
         let Connection { handle, inbound: mut rx } = conn;
         let node = handle.remote();
         self.dialing.remove(&node);
+        if !inbound && reply.is_none() && !self.persistent.contains_key(&node) {
+            // A redial that completed after the peer was disconnected (and so forgotten).
+            tracing::info!(target: TARGET, peer = %node, "dropping a redial of a peer disconnected meanwhile");
+            handle.abort();
+            return;
+        }
         self.backoff.remove(&node);
         if let Some(old) = self.peers.remove(&node) {
             tracing::info!(target: TARGET, peer = %node, "replacing the previous connection to this peer");
@@ -471,7 +477,9 @@ impl State {
                     Ok(n) => n,
                     Err(e) => return self.reply(reply, Err(RemoteError::new(ErrorCode::InvalidArgument, e))),
                 };
-                self.persistent.remove(&node);
+                // Forgetting a persistent peer is done even while it is between connections: a
+                // redial in flight is dropped when it completes (see `established`).
+                let was_persistent = self.persistent.remove(&node).is_some();
                 if let Err(e) = self.db.execute("DELETE FROM persistent_peers WHERE node_id = ?1", [node.to_string()]) {
                     tracing::warn!(target: TARGET, "forgetting persistent peer: {e}");
                 }
@@ -480,6 +488,7 @@ impl State {
                         p.handle.abort();
                         self.reply(reply, Ok(PeerdApi::Done));
                     }
+                    None if was_persistent => self.reply(reply, Ok(PeerdApi::Done)),
                     None => self.reply(
                         reply,
                         Err(RemoteError::new(ErrorCode::NotFound, format!("not connected to {node_id}"))),
