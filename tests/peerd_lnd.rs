@@ -228,6 +228,36 @@ async fn malformed_message_and_lnd_restart_against_lnd_rest_standin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_sessions_and_failed_sends_start_new_sessions_against_lnd_rest_standin() {
+    let t = two().await;
+    let first = manifest_at(&t.rc, &t.provider_id, 0).await;
+    let drop = |session| {
+        let ev = PeerdApi::DropSession { node_id: t.provider_id.clone(), session, reason: "test".into() };
+        t.rc.send_event(&ServiceId::Peerd, Body::Peerd(ev)).unwrap();
+    };
+    // DropSession (what payd and lcpd send when they lost track of a session): lnd keeps the
+    // connection, a new session on it starts LCP over, and jobs work on it.
+    drop(first);
+    let second = manifest_at(&t.rc, &t.provider_id, first).await;
+    // A DropSession for a session that is gone changes nothing (peerd handles one client's bus
+    // messages in order, so the ListPeers answer comes after it).
+    drop(first);
+    let session = || async { peers(&t.rc).await.unwrap().into_iter().find(|p| p.node_id == t.provider_id) };
+    assert_eq!(session().await.map(|p| p.session), Some(second));
+    paid_job(&t.rc, &t.provider_id, "after a dropped session").await;
+    // lnd fails to send (the next session's manifest): that session ends, and once lnd sends
+    // again a new session begins by itself, because lnd still lists the peer.
+    let failures = || t.lnd_r.ledger.with(&t.lnd_r.id, |n| n.custom_send_failures);
+    t.lnd_r.ledger.with(&t.lnd_r.id, |n| n.custom_send_fails = true);
+    drop(second);
+    poll_until(PATIENCE, "a send failed", || async { (failures() > 0).then_some(()) }).await.unwrap();
+    t.lnd_r.ledger.with(&t.lnd_r.id, |n| n.custom_send_fails = false);
+    let after = manifest_at(&t.rc, &t.provider_id, second).await;
+    assert!(after > second + 1, "the failed session {} was replaced by {after}", second + 1);
+    paid_job(&t.rc, &t.provider_id, "after a failed send").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_macaroon_and_dead_lnd_are_clear_errors_against_lnd_rest_standin() {
     let ledger = Ledger::new();
     let (a, b) = (StandinNode::start(&ledger, 1).await, StandinNode::start(&ledger, 2).await);

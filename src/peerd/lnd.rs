@@ -55,6 +55,10 @@ pub const OUTBOUND_QUEUE: usize = 4096;
 pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
 /// Interval of the peer-list poll while a `Connect` waits.
 pub const CONNECT_POLL: Duration = Duration::from_millis(200);
+/// After lnd failed to send a session's message, the wait before asking lnd whether the peer is
+/// still connected (and beginning a new session if so); it doubles per failure up to
+/// [`RETRY_MAX`] and starts again from here once a peer has gone that long without one.
+pub const RESESSION_MIN: Duration = Duration::from_secs(1);
 
 type ReplyTo = (ServiceId, u64);
 
@@ -129,6 +133,10 @@ enum Internal {
     StreamDown { gen: u64, what: &'static str, why: String },
     /// A send of a session failed.
     SendFailed { node: String, session: u64, why: String },
+    /// Time to ask lnd whether `node`, whose session ended on a failed send, is still its peer.
+    Recheck { gen: u64, node: String },
+    /// lnd's peer list after a [`Internal::Recheck`] of `node`.
+    Rechecked { gen: u64, node: String, peers: Vec<LndPeer> },
     /// A `Connect` finished.
     Connected { reply: ReplyTo, node: String, result: Result<LndPeer, RemoteError> },
     /// lnd's peer list, for sessions begun from an event (which carries no address).
@@ -165,6 +173,8 @@ struct State {
     sessions: HashMap<String, Session>,
     next_session: u64,
     dropped: u64,
+    /// Per peer: the wait before the next recheck after a failed send, and when the last one failed.
+    resession: HashMap<String, (Duration, tokio::time::Instant)>,
     shutdown: CancellationToken,
 }
 
@@ -194,6 +204,7 @@ pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> 
         sessions: HashMap::new(),
         next_session: 1,
         dropped: 0,
+        resession: HashMap::new(),
         shutdown: shutdown.clone(),
     };
     st.publish();
@@ -266,6 +277,21 @@ impl State {
                 Err(why) => Internal::Failed { gen, why },
             };
             let _ = tx.send(msg).await;
+        });
+    }
+
+    /// Asks lnd again about `node` after a backoff (see [`RESESSION_MIN`]).
+    fn schedule_recheck(&mut self, node: String) {
+        let now = tokio::time::Instant::now();
+        let wait = match self.resession.get(&node) {
+            Some((next, last)) if now.duration_since(*last) < RETRY_MAX => *next,
+            _ => RESESSION_MIN,
+        };
+        self.resession.insert(node.clone(), ((wait * 2).min(RETRY_MAX), now));
+        let (tx, gen) = (self.internal.clone(), self.gen);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(Internal::Recheck { gen, node }).await;
         });
     }
 
@@ -346,8 +372,37 @@ impl State {
                 if self.sessions.get(&node).is_some_and(|s| s.info.session == session) {
                     tracing::warn!(target: TARGET, peer = %node, session, "lnd did not send a message: {why}");
                     self.end_session(&node, &format!("sending through lnd failed: {why}"));
+                    // lnd may still hold the connection (and send no event): ask it later, and
+                    // begin a new session if the peer is still there.
+                    self.schedule_recheck(node);
                 }
             }
+            Internal::Recheck { gen, node } if self.up.is_some() && gen == self.gen => {
+                if self.sessions.contains_key(&node) {
+                    return;
+                }
+                let Some(rest) = self.up.as_ref().map(|u| u.rest.clone()) else { return };
+                let tx = self.internal.clone();
+                tokio::spawn(async move {
+                    match list_peers(&rest).await {
+                        Ok(peers) => {
+                            let _ = tx.send(Internal::Rechecked { gen, node, peers }).await;
+                        }
+                        // lnd unreachable: its streams end too, and every session starts over then.
+                        Err(e) => tracing::debug!(target: TARGET, peer = %node, "lnd peer list: {e}"),
+                    }
+                });
+            }
+            Internal::Rechecked { gen, node, peers } if self.up.is_some() && gen == self.gen => {
+                if self.sessions.contains_key(&node) {
+                    return;
+                }
+                if let Some(p) = peers.iter().find(|p| p.pub_key.eq_ignore_ascii_case(&node)) {
+                    tracing::info!(target: TARGET, peer = %node, "lnd still has the peer: a new session begins");
+                    self.open_session(p);
+                }
+            }
+            Internal::Recheck { .. } | Internal::Rechecked { .. } => {}
             Internal::Connected { reply, node, result } => match result {
                 Ok(peer) if self.up.is_some() => {
                     if !self.sessions.contains_key(&node) {

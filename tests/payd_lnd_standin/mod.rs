@@ -163,6 +163,10 @@ pub struct NodeState {
     custom_subscribers: Vec<mpsc::UnboundedSender<Bytes>>,
     /// Custom messages this node sent: (to, type, data).
     pub custom_sent: Vec<(PublicKey, u16, Vec<u8>)>,
+    /// While set, `POST /v1/custommessage` fails (lnd's 500 with a gRPC error) and sends nothing.
+    pub custom_send_fails: bool,
+    /// `POST /v1/custommessage` calls failed that way.
+    pub custom_send_failures: u64,
     /// The REST address (where peers dial it).
     pub addr: String,
 }
@@ -424,6 +428,8 @@ impl StandinNode {
                 peer_subscribers: Vec::new(),
                 custom_subscribers: Vec::new(),
                 custom_sent: Vec::new(),
+                custom_send_fails: false,
+                custom_send_failures: 0,
                 addr: String::new(),
             },
         );
@@ -696,6 +702,13 @@ async fn handle(ledger: &Arc<Ledger>, me: PublicKey, macaroon_hex: &str, req: Re
                 return grpc_error(StatusCode::BAD_REQUEST, 3, &format!("custom message type {t} is below 32768"));
             };
             let data = body["data"].as_str().and_then(b64_decode).unwrap_or_default();
+            let fail = ledger.with(&me, |n| {
+                n.custom_send_failures += u64::from(n.custom_send_fails);
+                n.custom_send_fails
+            });
+            if fail {
+                return grpc_error(StatusCode::INTERNAL_SERVER_ERROR, 2, "unable to send custom message (injected)");
+            }
             if !ledger.deliver_custom(me, to, t, &data) {
                 return grpc_error(StatusCode::INTERNAL_SERVER_ERROR, 2, "peer is not connected");
             }
