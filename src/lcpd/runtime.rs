@@ -215,7 +215,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What payd's payment record (`None`: payd never recorded it) says of a payment.
 fn payment_lookup(payment_hash: [u8; 32], row: Option<PaymentRow>) -> PaymentLookup {
-    let Some(row) = row else { return PaymentLookup::NotPaid("payd has no record of the payment".into()) };
+    let Some(row) = row else { return PaymentLookup::NoRecord };
     if row.payment_hash != payment_hash {
         return PaymentLookup::Unknown("payd answered for another payment".into());
     }
@@ -838,8 +838,7 @@ mod tests {
             payment_lookup(h, Some(row(PaymentState::Failed, None, Some("no route")))),
             PaymentLookup::NotPaid("no route".into())
         );
-        // Never recorded: nothing was paid.
-        assert!(matches!(payment_lookup(h, None), PaymentLookup::NotPaid(_)));
+        assert_eq!(payment_lookup(h, None), PaymentLookup::NoRecord);
         // Answers that cannot settle it keep the question open.
         assert!(matches!(payment_lookup(h, Some(row(PaymentState::Succeeded, None, None))), PaymentLookup::Unknown(_)));
         assert!(matches!(

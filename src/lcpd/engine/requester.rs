@@ -65,8 +65,11 @@ pub enum PayOutcome {
 pub enum PaymentLookup {
     /// It succeeded: the preimage.
     Paid([u8; 32]),
-    /// It failed for good, or payd never recorded it: nothing was paid.
+    /// payd recorded it as failed for good: nothing was paid.
     NotPaid(String),
+    /// payd has no record of it. Nothing was paid, unless a `Pay` lcpd sent is still on its way
+    /// to payd: that counts only once [`LOOKUP_ABSENT_GRACE_SECS`] passed since the last one.
+    NoRecord,
     /// Still in flight.
     Pending,
     /// payd did not answer.
@@ -78,6 +81,9 @@ pub enum PaymentLookup {
 pub const LOOKUP_FIRST_SECS: u64 = 5;
 /// Longest wait between two lookups of the same payment.
 pub const LOOKUP_MAX_SECS: u64 = 300;
+/// How long after lcpd last asked payd to pay a "no record" answer still may mean "not yet"
+/// (a `Pay` that timed out at lcpd may reach a slow payd later).
+pub const LOOKUP_ABSENT_GRACE_SECS: u64 = 600;
 
 /// A requester job in memory.
 #[derive(Debug)]
@@ -90,6 +96,8 @@ pub struct RJob {
     finished_stream: Option<ReassembledStream>,
     pending_result: Option<ResultOk>,
     pay_in_flight: bool,
+    /// When lcpd last asked payd to pay (since this process started).
+    last_pay_at: u64,
     /// A [`Out::LookupPayment`] waits for its answer.
     lookup_in_flight: bool,
     /// When to look the payment up next, and the wait after that.
@@ -112,6 +120,7 @@ impl RJob {
             finished_stream: None,
             pending_result: None,
             pay_in_flight: false,
+            last_pay_at: 0,
             lookup_in_flight: false,
             next_lookup: 0,
             lookup_backoff: LOOKUP_FIRST_SECS,
@@ -441,6 +450,7 @@ impl Engine {
         job.rec.max_price_msat = max_price_msat.or(job.rec.max_price_msat);
         job.rec.payment_unresolved = true;
         job.pay_in_flight = true;
+        job.last_pay_at = now;
         self.save_requester(job, now, None);
         self.out.push(Out::Pay { job_id: job.rec.job_id, bolt11: job.rec.bolt11.clone() });
         Ok(Accepted::Paying)
@@ -508,7 +518,17 @@ impl Engine {
                 tracing::info!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment of an ended job not made: {reason}");
                 self.pay_outcome(now, &mut job, PayOutcome::Failed(reason));
             }
-            PaymentLookup::NotPaid(_) | PaymentLookup::Pending | PaymentLookup::Unknown(_) => {
+            PaymentLookup::NoRecord
+                if job.rec.state != RequesterState::Paying
+                    && now >= job.last_pay_at.saturating_add(LOOKUP_ABSENT_GRACE_SECS) =>
+            {
+                tracing::info!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment of an ended job never reached payd");
+                self.pay_outcome(now, &mut job, PayOutcome::Failed("payd has no record of the payment".into()));
+            }
+            PaymentLookup::NotPaid(_)
+            | PaymentLookup::NoRecord
+            | PaymentLookup::Pending
+            | PaymentLookup::Unknown(_) => {
                 if let PaymentLookup::Unknown(reason) = &lookup {
                     tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment lookup failed, will ask again: {reason}");
                 }
@@ -747,6 +767,7 @@ impl Engine {
                 }
                 RequesterState::Paying if !job.pay_in_flight => {
                     job.pay_in_flight = true;
+                    job.last_pay_at = now;
                     self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
                 }
                 RequesterState::AwaitingResult if now >= job.deadline => {
@@ -793,11 +814,16 @@ impl Engine {
             RequesterState::Requested => return,
             RequesterState::Paying => {
                 job.pay_in_flight = true;
+                job.last_pay_at = now;
                 job.resend_on_ready = true;
                 self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
             }
             RequesterState::AwaitingResult => job.resend_on_ready = true,
-            s if s.is_terminal() => job.finished_at = Some(job.rec.updated_at),
+            s if s.is_terminal() => {
+                job.finished_at = Some(job.rec.updated_at);
+                // A Pay of the previous process may still be on its way to payd.
+                job.last_pay_at = now;
+            }
             _ => {}
         }
         self.rjobs.insert(id, job);

@@ -4,7 +4,7 @@
 //! number the tests move.
 
 use super::records::{ProviderState, RequesterState};
-use super::requester::{Accepted, PayOutcome, PaymentLookup, QuoteArgs, LOOKUP_FIRST_SECS};
+use super::requester::{Accepted, PayOutcome, PaymentLookup, QuoteArgs, LOOKUP_ABSENT_GRACE_SECS, LOOKUP_FIRST_SECS};
 use super::*;
 use crate::bus::api::jobd::OutputItem;
 use crate::wire::lcp::{
@@ -642,25 +642,34 @@ fn an_ended_job_whose_payment_outcome_is_unknown_is_looked_up_until_payd_knows()
 #[test]
 fn an_ended_job_stays_in_memory_until_payd_says_its_payment_was_not_made() {
     let (mut w, id) = World::accepted(Work::Hang, false);
+    let paid_at = w.now;
     let (job_id, _) = w.held_pays.pop().expect("a payment was asked for");
     w.r.paid(w.now, job_id, PayOutcome::Unknown("timed out".into()));
     provider_gives_up(&mut w, id);
-    // Long after a finished job would leave memory, an unresolved one is still asked about.
-    let later = w.now + EngineConfig::default().keep_finished_secs + 1;
-    w.r.tick(later);
+    w.r.tick(w.now);
     w.pump();
     assert_eq!(w.lookups.len(), 1);
+    // No record at payd soon after the Pay went out: it may still be on its way, so not settled.
+    w.r.payment_looked_up(w.now, id, PaymentLookup::NoRecord);
+    w.pump();
+    assert!(w.r_saved[&id].0.payment_unresolved);
+    // Long after a finished job would leave memory, an unresolved one is still asked about.
+    let later = paid_at + EngineConfig::default().keep_finished_secs.max(LOOKUP_ABSENT_GRACE_SECS) + 1;
+    w.r.tick(later);
+    w.pump();
+    assert_eq!(w.lookups.len(), 2);
     assert!(w.r.requester_job(&id).is_some());
-    // payd never recorded it (or it failed): nothing was paid, the record says so.
-    w.r.payment_looked_up(later, id, PaymentLookup::NotPaid("payd has no record of the payment".into()));
+    // Still no record well after the last Pay: nothing was paid, and the record says so.
+    w.r.payment_looked_up(later, id, PaymentLookup::NoRecord);
     w.pump();
     let rec = &w.r_saved[&id].0;
     assert!(!rec.payment_unresolved && rec.preimage.is_none());
     w.r.tick(later + 1);
     w.pump();
-    assert_eq!(w.lookups.len(), 1);
+    assert_eq!(w.lookups.len(), 2);
     assert!(w.r.requester_job(&id).is_none(), "a resolved, finished job leaves memory");
-    // After a restart, a stored unresolved job is looked up at once.
+    // After a restart, a stored unresolved job is looked up at once, and the grace starts over
+    // (a Pay of the previous process may still reach payd).
     let mut rec = w.r_saved[&id].0.clone();
     rec.payment_unresolved = true;
     let mut w2 = World::new();
@@ -668,6 +677,13 @@ fn an_ended_job_stays_in_memory_until_payd_says_its_payment_was_not_made() {
     w2.r.tick(later);
     w2.pump();
     assert_eq!(w2.lookups, vec![(id, rec.payment_hash)]);
+    w2.r.payment_looked_up(later, id, PaymentLookup::NoRecord);
+    w2.pump();
+    assert!(w2.r_saved.get(&id).is_none_or(|(r, ..)| r.payment_unresolved));
+    // payd recorded a failure: settled at once.
+    w2.r.payment_looked_up(later, id, PaymentLookup::NotPaid("no route".into()));
+    w2.pump();
+    assert!(!w2.r_saved[&id].0.payment_unresolved);
     // A job still paying waits for payd's answer to its payment, whatever a lookup says.
     let (mut w3, id3) = World::accepted(Work::Hang, false);
     w3.r.payment_looked_up(w3.now, id3, PaymentLookup::NotPaid("none yet".into()));
