@@ -83,8 +83,7 @@ pub enum JobCmd {
 }
 
 fn parse_id(s: &str) -> Result<[u8; 32], CliError> {
-    let b = hex::decode(s.trim()).map_err(|_| CliError::Other(format!("job id {s:?} is not hex")))?;
-    b.try_into().map_err(|_| CliError::Other("job id must be 32 bytes (64 hex digits)".into()))
+    super::parse_hex32("job id", s)
 }
 
 fn input_of(a: &JobArgs) -> Result<Vec<u8>, CliError> {

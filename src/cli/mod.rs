@@ -201,6 +201,12 @@ impl Progress {
     }
 }
 
+/// Parses a 32-byte id or hash given as 64 hex digits; `what` names it in the error.
+pub fn parse_hex32(what: &str, s: &str) -> Result<[u8; 32], CliError> {
+    let b = hex::decode(s.trim()).map_err(|_| CliError::Other(format!("{what} {s:?} is not hex")))?;
+    b.try_into().map_err(|_| CliError::Other(format!("{what} must be 32 bytes (64 hex digits)")))
+}
+
 /// Pretty JSON for `--json` output.
 pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))

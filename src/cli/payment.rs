@@ -21,11 +21,6 @@ pub enum PaymentCmd {
     },
 }
 
-fn parse_hash(s: &str) -> Result<[u8; 32], CliError> {
-    let b = hex::decode(s.trim()).map_err(|_| CliError::Other(format!("payment hash {s:?} is not hex")))?;
-    b.try_into().map_err(|_| CliError::Other("payment hash must be 32 bytes (64 hex digits)".into()))
-}
-
 /// A payment as `--json` prints it (hashes and preimage in hex).
 #[derive(Debug, Serialize)]
 pub struct PaymentView {
@@ -111,7 +106,7 @@ pub async fn run(bus: &Bus, cmd: PaymentCmd, json: bool, timeout: Duration) -> R
             other => Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
         },
         PaymentCmd::Show { payment_hash } => {
-            let hash = parse_hash(&payment_hash)?;
+            let hash = super::parse_hex32("payment hash", &payment_hash)?;
             match ask_payd(bus, PaydApi::LookupPayment { payment_hash: hash }, timeout).await? {
                 PaydApi::PaymentInfo(Some(r)) if json => to_json(&PaymentView::from(&r)),
                 PaydApi::PaymentInfo(Some(r)) => Ok(line(&r)),

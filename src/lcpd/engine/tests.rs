@@ -542,11 +542,8 @@ fn a_run_lost_before_any_result_byte_left_starts_again_unseen() {
     assert!(matches!(w.finished(id), Some(Outcome::Ok { len: 0, .. })), "{:?}", w.finished(id));
 }
 
-#[test]
-fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
-    let (mut w, id) = World::accepted(Work::Hang, false);
-    let (job_id, bolt11) = w.held_pays.pop().expect("a payment was asked for");
-    // The provider gives up on the job while our payment is still in flight.
+/// The provider gives up on job `id` (rate_limited) while the requester's payment is unresolved.
+fn provider_gives_up(w: &mut World, id: [u8; 32]) {
     let err = LcpMessage::Error(LcpError {
         envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [9; 32], expiry: w.now + 300 },
         code: ErrorCode::RateLimited,
@@ -555,6 +552,14 @@ fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
     });
     w.r.on_message(w.now, &w.p_id.clone(), err);
     w.pump();
+}
+
+#[test]
+fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    let (job_id, bolt11) = w.held_pays.pop().expect("a payment was asked for");
+    // The provider gives up on the job while our payment is still in flight.
+    provider_gives_up(&mut w, id);
     // Not a payment failure: nobody may take it as "nothing was paid".
     assert!(
         matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::ResourceExhausted, .. })),
@@ -574,18 +579,6 @@ fn a_job_ending_while_its_payment_is_in_flight_keeps_the_proof_of_payment() {
     w.r.paid(w.now, job_id, PayOutcome::Failed("no route".into()));
     w.pump();
     assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::PaymentFailed, .. })));
-}
-
-/// The provider gives up on job `id` (rate_limited) while the requester's payment is unresolved.
-fn provider_gives_up(w: &mut World, id: [u8; 32]) {
-    let err = LcpMessage::Error(LcpError {
-        envelope: Envelope { protocol_version: 2, job_id: id, msg_id: [9; 32], expiry: w.now + 300 },
-        code: ErrorCode::RateLimited,
-        message: Some("busy".into()),
-        extra: Vec::new(),
-    });
-    w.r.on_message(w.now, &w.p_id.clone(), err);
-    w.pump();
 }
 
 #[test]
