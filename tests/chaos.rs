@@ -109,7 +109,9 @@ async fn client(rc: Bus, provider: String, n: usize, stop: Arc<AtomicBool>, quot
         }
         let _ = poll_until(Duration::from_secs(40), "job end", || async {
             match lcpd(&rc, LcpdApi::GetJob { job_id: q.job_id, with_result: false }).await.ok()? {
-                LcpdApi::Job { rows, .. } => rows.into_iter().find(|r| r.role == JobRole::Requester && terminal(&r.state)),
+                LcpdApi::Job { rows, .. } => {
+                    rows.into_iter().find(|r| r.role == JobRole::Requester && terminal(&r.state))
+                }
                 _ => None,
             }
         })
@@ -146,10 +148,8 @@ fn restart(node: &mut ProcessNode, daemon: &str, listen: Option<&str>) -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_kills_of_every_daemon_under_paid_jobs_lose_nothing() {
-    let seed = std::env::var("LCP_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random::<u64>() | 1);
+    let seed =
+        std::env::var("LCP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::random::<u64>() | 1);
     let kills: usize = std::env::var("LCP_CHAOS_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
     println!("chaos seed {seed}, {kills} kills");
     let mut rng = Rng(seed);
@@ -172,8 +172,8 @@ async fn random_kills_of_every_daemon_under_paid_jobs_lose_nothing() {
     for _ in 0..kills {
         // 1 to 3 s between kills, as an operator's bad day might have it.
         tokio::time::sleep(Duration::from_millis(1000 + rng.below(2000))).await;
-        let on_provider = rng.below(PROVIDER_DAEMONS.len() as u64 + REQUESTER_DAEMONS.len() as u64)
-            < PROVIDER_DAEMONS.len() as u64;
+        let on_provider =
+            rng.below(PROVIDER_DAEMONS.len() as u64 + REQUESTER_DAEMONS.len() as u64) < PROVIDER_DAEMONS.len() as u64;
         let (node, name, daemon, addr) = if on_provider {
             let d = PROVIDER_DAEMONS[rng.below(PROVIDER_DAEMONS.len() as u64) as usize];
             (&mut provider, "provider", d, Some(listen.as_str()))

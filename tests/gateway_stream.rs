@@ -153,3 +153,69 @@ async fn first_chunk_arrives_before_the_job_ends_and_disconnects_cancel() {
     drop(s);
     n.close();
 }
+
+/// Waits until the job has this state on both sides.
+async fn job_state_both(n: &Net, job_id: [u8; 32], state: &str) {
+    for (who, c) in [("requester", n.rc.clone()), ("provider", n.providers[0].client.clone())] {
+        let rows = poll_until(PATIENCE, &format!("{who} job {state}"), || async {
+            let rows = job_rows(&c, job_id).await;
+            rows.iter().any(|r| r.state == state).then_some(rows)
+        })
+        .await;
+        assert!(rows.is_ok(), "{who}: {:?}", job_rows(&c, job_id).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closing_after_done_was_served_and_a_dying_upstream_ends_with_an_error_event() {
+    // The upstream sends its first event, then `[DONE]` after one permit, then holds its response
+    // open (a keep-alive comment waits for a second permit): the client has everything while the
+    // job has not ended yet, as with a long stream whose end is still on its way.
+    let mut events = chat_sse_events(&["Hel", "lo"]);
+    events.push(b": keep-alive\n\n".to_vec());
+    let gate = Arc::new(Semaphore::new(0));
+    let (ev, g) = (events.clone(), Arc::clone(&gate));
+    let mut up = Upstream::start(move |_| Script::Sse { events: ev.clone(), gate: Some(Arc::clone(&g)) }).await;
+    let mut n = net(vec![ProviderSpec::openai(&up.base_url())]).await;
+    let cfg = n.gateway_config(|_| {});
+    n.start_gateway(cfg).await;
+    let addr = n.gateway.unwrap();
+
+    // 1. The OpenAI SDKs close the connection as soon as they read `[DONE]`: served, not gone.
+    let mut s = post_chat(addr, "done", true).await;
+    let got = read_until(&mut s, &events[0]).await;
+    let job_id = job_id_of(&got);
+    gate.add_permits(2);
+    read_until(&mut s, b"data: [DONE]\n\n").await;
+    drop(s);
+    // The upstream still holds its last bytes: the job has not ended anywhere.
+    let state = job_rows(&n.rc, job_id).await[0].state.clone();
+    assert!(["paying", "awaiting_result"].contains(&state.as_str()), "{state}");
+    gate.add_permits(1);
+    up.wait_for(Event::Completed, T).await;
+    job_state_both(&n, job_id, "done").await;
+
+    // 2. The upstream dies mid-stream: the client gets an error event in OpenAI's shape and a
+    // clean end of the body (not a cut connection).
+    let c = client();
+    let r = send(&c, "POST", &format!("{}{CHAT_URL}", n.base()), &[], &chat("die", true)).await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    let mut got = Vec::new();
+    while got.len() < events[0].len() {
+        let f = tokio::time::timeout(T, body.frame()).await.expect("first chunk").expect("open").expect("frame");
+        if let Ok(d) = f.into_data() {
+            got.extend_from_slice(&d);
+        }
+    }
+    drop(up);
+    let rest = tokio::time::timeout(T, body.collect()).await.expect("end in time").expect("a clean end").to_bytes();
+    got.extend_from_slice(&rest);
+    let text = String::from_utf8(got).expect("utf-8");
+    let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let data = last.strip_prefix("data: ").unwrap_or_else(|| panic!("an error event at the end: {text}"));
+    let v: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(v["error"]["code"], "job_failed", "{text}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+    n.close();
+}

@@ -1,7 +1,15 @@
 //! Response bodies: a whole body (errors, JSON results, the model list) or a job's result streamed
 //! as lcpd delivers it, one HTTP body frame per result chunk, so that each chunk is written to the
 //! client as soon as it arrives.
+//!
+//! A streamed result is SSE. A job that fails after its first byte can no longer change the HTTP
+//! status, so the stream ends with an error event in OpenAI's shape and then closes cleanly (a cut
+//! chunked body reads as a broken connection to clients). A client that closes the connection
+//! after the stream's terminal event (OpenAI's SDKs close at `data: [DONE]`) was served: its job is
+//! not cancelled.
 
+use super::http::Api;
+use super::sse::{error_event, SseEnd};
 use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -14,6 +22,9 @@ use tokio::sync::mpsc;
 pub trait Finish: Send {
     /// The job is over; nothing to cancel.
     fn finish(&mut self);
+    /// The client has the whole result (the stream's terminal event) but the job has not ended
+    /// yet: it must end by itself, not be cancelled.
+    fn delivered(&mut self);
 }
 
 /// A streamed job result.
@@ -22,19 +33,48 @@ pub struct JobStream {
     rx: mpsc::UnboundedReceiver<JobEvent>,
     guard: Box<dyn Finish>,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    api: Api,
+    sse: SseEnd,
     done: bool,
 }
 
 impl JobStream {
-    /// A stream that starts with `first` (if any), then the chunks from `rx` until the job's
-    /// result. The job is abandoned (see the guard) when the body is dropped before that.
+    /// A stream of an `api` result that starts with `first` (if any), then the chunks from `rx`
+    /// until the job's result. The job is abandoned (see the guard) when the body is dropped before
+    /// that, unless the client had received the stream's terminal event.
     pub fn new(
+        api: Api,
         first: Option<Bytes>,
         rx: mpsc::UnboundedReceiver<JobEvent>,
         guard: Box<dyn Finish>,
         deadline: tokio::time::Instant,
     ) -> Self {
-        Self { first, rx, guard, deadline: Box::pin(tokio::time::sleep_until(deadline)), done: false }
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
+        Self { first, rx, guard, deadline, api, sse: SseEnd::default(), done: false }
+    }
+
+    /// The frame that ends the stream on a failure: nothing more when the client already has the
+    /// terminal event, else an error event.
+    fn fail(&mut self, code: &str, message: &str) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        self.done = true;
+        if self.sse.complete() {
+            return None;
+        }
+        let e = error_event(self.api, self.sse.at_boundary(), code, message);
+        Some(Ok(Frame::data(Bytes::from(e))))
+    }
+
+    fn data(&mut self, b: Bytes) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        self.sse.feed(&b);
+        Some(Ok(Frame::data(b)))
+    }
+}
+
+impl Drop for JobStream {
+    fn drop(&mut self) {
+        if !self.done && self.sse.complete() {
+            self.guard.delivered();
+        }
     }
 }
 
@@ -58,10 +98,6 @@ impl GatewayBody {
     }
 }
 
-fn stream_error(msg: String) -> std::io::Error {
-    std::io::Error::other(msg)
-}
-
 impl Body for GatewayBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -74,37 +110,34 @@ impl Body for GatewayBody {
                     return Poll::Ready(None);
                 }
                 if let Some(b) = s.first.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                    return Poll::Ready(s.data(b));
                 }
                 loop {
                     match s.rx.poll_recv(cx) {
                         Poll::Ready(Some(JobEvent::Chunk(c))) if c.is_empty() => continue,
-                        Poll::Ready(Some(JobEvent::Chunk(c))) => return Poll::Ready(Some(Ok(Frame::data(c.into())))),
+                        Poll::Ready(Some(JobEvent::Chunk(c))) => return Poll::Ready(s.data(c.into())),
                         Poll::Ready(Some(JobEvent::Result(outcome))) => {
-                            s.done = true;
                             s.guard.finish();
-                            // A failure after the first byte cannot change the status any more:
-                            // the stream is cut, so the client sees an incomplete response rather
-                            // than a clean end.
                             return Poll::Ready(match outcome {
-                                JobOutcomeRow::Ok { .. } => None,
-                                JobOutcomeRow::Failed { message, .. } => {
-                                    Some(Err(stream_error(format!("job failed: {message}"))))
+                                JobOutcomeRow::Ok { .. } => {
+                                    s.done = true;
+                                    None
                                 }
-                                JobOutcomeRow::Cancelled => Some(Err(stream_error("job cancelled".into()))),
+                                JobOutcomeRow::Failed { message, .. } => {
+                                    s.fail("job_failed", &format!("the job failed: {message}"))
+                                }
+                                JobOutcomeRow::Cancelled => s.fail("job_cancelled", "the job was cancelled"),
                             });
                         }
                         Poll::Ready(Some(_)) => continue,
                         Poll::Ready(None) => {
-                            s.done = true;
-                            return Poll::Ready(Some(Err(stream_error("the job's events stopped".into()))));
+                            return Poll::Ready(s.fail("job_lost", "the job's events stopped"));
                         }
                         Poll::Pending => break,
                     }
                 }
                 if s.deadline.as_mut().poll(cx).is_ready() {
-                    s.done = true;
-                    return Poll::Ready(Some(Err(stream_error("no complete result in time".into()))));
+                    return Poll::Ready(s.fail("timeout", "no complete result in time"));
                 }
                 Poll::Pending
             }
@@ -134,24 +167,37 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    struct Flag(Arc<AtomicBool>);
+    #[derive(Default)]
+    struct Flags {
+        finished: AtomicBool,
+        delivered: AtomicBool,
+    }
+
+    struct Flag(Arc<Flags>);
     impl Finish for Flag {
         fn finish(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
+            self.0.finished.store(true, Ordering::SeqCst);
+        }
+        fn delivered(&mut self) {
+            self.0.delivered.store(true, Ordering::SeqCst);
         }
     }
 
-    fn stream() -> (mpsc::UnboundedSender<JobEvent>, GatewayBody, Arc<AtomicBool>) {
+    fn stream_of(api: Api, first: &'static [u8]) -> (mpsc::UnboundedSender<JobEvent>, GatewayBody, Arc<Flags>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let flag = Arc::new(AtomicBool::new(false));
+        let flags = Arc::new(Flags::default());
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        let s = JobStream::new(Some(Bytes::from_static(b"a")), rx, Box::new(Flag(flag.clone())), deadline);
-        (tx, GatewayBody::Job(Box::new(s)), flag)
+        let s = JobStream::new(api, Some(Bytes::from_static(first)), rx, Box::new(Flag(flags.clone())), deadline);
+        (tx, GatewayBody::Job(Box::new(s)), flags)
+    }
+
+    fn stream() -> (mpsc::UnboundedSender<JobEvent>, GatewayBody, Arc<Flags>) {
+        stream_of(Api::ChatCompletions, b"a")
     }
 
     #[tokio::test]
     async fn chunks_flow_until_an_ok_result() {
-        let (tx, mut body, flag) = stream();
+        let (tx, mut body, flags) = stream();
         tx.send(JobEvent::Chunk(b"b".to_vec())).unwrap();
         tx.send(JobEvent::Chunk(Vec::new())).unwrap();
         tx.send(JobEvent::End { len: 2, sha256: [0; 32] }).unwrap();
@@ -159,27 +205,57 @@ mod tests {
         assert_eq!(&f[..], b"a");
         let f = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&f[..], b"b");
-        assert!(!flag.load(Ordering::SeqCst));
+        assert!(!flags.finished.load(Ordering::SeqCst));
         tx.send(JobEvent::Result(JobOutcomeRow::Ok { content_type: "t".into(), len: 2, sha256: [0; 32] })).unwrap();
         assert!(body.frame().await.is_none());
-        assert!(flag.load(Ordering::SeqCst) && body.is_end_stream());
+        assert!(flags.finished.load(Ordering::SeqCst) && body.is_end_stream());
+        drop(body);
+        assert!(!flags.delivered.load(Ordering::SeqCst));
     }
 
     #[tokio::test]
-    async fn a_failure_after_the_first_byte_cuts_the_stream() {
-        let (tx, body, flag) = stream();
-        tx.send(JobEvent::Result(JobOutcomeRow::Failed {
-            lcp_code: Some(7),
-            message: "boom".into(),
-            nothing_paid: false,
-        }))
-        .unwrap();
-        let e = body.collect().await.unwrap_err();
-        assert!(e.to_string().contains("boom"), "{e}");
-        assert!(flag.load(Ordering::SeqCst));
-        let (tx, body, _) = stream();
+    async fn a_failure_after_the_first_byte_ends_with_an_error_event() {
+        let failed = || {
+            JobEvent::Result(JobOutcomeRow::Failed { lcp_code: Some(7), message: "boom".into(), nothing_paid: false })
+        };
+        let (tx, body, flags) = stream_of(Api::ChatCompletions, b"data: {}\n\n");
+        tx.send(failed()).unwrap();
+        let all = body.collect().await.expect("a clean end").to_bytes();
+        let text = String::from_utf8(all.to_vec()).unwrap();
+        assert!(text.starts_with("data: {}\n\ndata: {\"error\":"), "{text}");
+        assert!(text.contains("boom") && text.ends_with("\n\n"), "{text}");
+        assert!(flags.finished.load(Ordering::SeqCst));
+        // Stopped inside an event: the error is an event of its own.
+        let (tx, body, _) = stream_of(Api::Responses, b"event: response.output_text.delta\ndata: {\"a");
+        tx.send(JobEvent::Result(JobOutcomeRow::Cancelled)).unwrap();
+        let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(text.ends_with("\"a\n\nevent: error\ndata: {\"code\":\"job_cancelled\",\"message\":\"the job was cancelled\",\"param\":null,\"type\":\"error\"}\n\n"), "{text}");
+        // The job's events stop: an error event too, and the job is abandoned (not finished).
+        let (tx, body, flags) = stream();
         drop(tx);
-        assert!(body.collect().await.is_err());
+        let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(text.contains("job_lost"), "{text}");
+        assert!(!flags.finished.load(Ordering::SeqCst) && !flags.delivered.load(Ordering::SeqCst));
+        // A failure after the terminal event adds nothing.
+        let (tx, body, _) = stream_of(Api::ChatCompletions, b"data: [DONE]\n\n");
+        tx.send(failed()).unwrap();
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_after_the_terminal_event_was_delivered() {
+        let (tx, mut body, flags) = stream_of(Api::ChatCompletions, b"data: {}\n\n");
+        body.frame().await.unwrap().unwrap();
+        tx.send(JobEvent::Chunk(b"data: [DONE]\n\n".to_vec())).unwrap();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert!(flags.delivered.load(Ordering::SeqCst));
+        assert!(!flags.finished.load(Ordering::SeqCst));
+        // Dropped before the terminal event: abandoned (neither flag), so the guard cancels.
+        let (_tx, mut body, flags) = stream_of(Api::ChatCompletions, b"data: {}\n\n");
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert!(!flags.delivered.load(Ordering::SeqCst) && !flags.finished.load(Ordering::SeqCst));
     }
 
     #[test]

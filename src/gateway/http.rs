@@ -109,6 +109,8 @@ pub fn identity_encoding(header: Option<&[u8]>) -> bool {
 /// What the gateway needs from a valid request body (the body itself goes on unchanged).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestInfo {
+    /// The endpoint asked.
+    pub api: Api,
     /// The model.
     pub model: String,
     /// Whether the client asked for a streamed (SSE) answer.
@@ -149,7 +151,7 @@ pub fn validate(api: Api, body: &[u8]) -> Result<RequestInfo, String> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("stream must be a boolean".into()),
     };
-    Ok(RequestInfo { model, stream })
+    Ok(RequestInfo { api, model, stream })
 }
 
 /// An OpenAI-shaped error body: `{"error":{"message","type","param":null,"code":null}}`.
@@ -221,7 +223,7 @@ mod tests {
         let resp = |s: &str| validate(Api::Responses, s.as_bytes());
         assert_eq!(
             chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#).unwrap(),
-            RequestInfo { model: "m".into(), stream: true }
+            RequestInfo { api: Api::ChatCompletions, model: "m".into(), stream: true }
         );
         assert!(!chat(r#"{"model":"m","messages":[1],"stream":null}"#).unwrap().stream);
         assert!(chat("nope").unwrap_err().contains("not valid JSON"));

@@ -10,7 +10,8 @@
 //! Shape shared by every service: [`opts`] (flags, env, file), [`runtime`] (`run`), [`error`];
 //! the pure parts are [`http`] (routes, keys, validation, bodies), [`choice`] (which provider),
 //! [`tracker`] (job events by job id, cancel and budget actions) and [`budget`] (the day's
-//! spending in `gateway.db`); [`body`] streams results.
+//! spending in `gateway.db`) and [`sse`] (a stream's terminal event, error events); [`body`]
+//! streams results.
 
 pub mod body;
 pub mod budget;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod http;
 pub mod opts;
 pub mod runtime;
+pub mod sse;
 pub mod tracker;
 
 pub use error::GatewayError;

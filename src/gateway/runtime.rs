@@ -56,6 +56,8 @@ const QUOTE_NOT_CHOSEN: &str = "quote not chosen";
 enum Cmd {
     /// The client of an executing job went away.
     Abandon([u8; 32]),
+    /// The client of an executing job closed after the stream's terminal event.
+    Delivered([u8; 32]),
     /// A quote that will not be executed.
     CancelQuote([u8; 32]),
 }
@@ -194,6 +196,7 @@ async fn manage(
                 cancels.spawn(cancel_job(shared.bus.clone(), id, QUOTE_NOT_CHOSEN));
             }
             Cmd::Abandon(id) => last.extend(shared.tracker().abandon(id)),
+            Cmd::Delivered(id) => shared.tracker().delivered(id),
         }
     }
     last.extend(shared.tracker().drain());
@@ -236,6 +239,7 @@ fn on_cmd(shared: &Arc<Shared>, c: Cmd) {
             let actions = shared.tracker().abandon(job_id);
             apply(shared, actions);
         }
+        Cmd::Delivered(job_id) => shared.tracker().delivered(job_id),
         Cmd::CancelQuote(job_id) => {
             tokio::spawn(cancel_job(shared.bus.clone(), job_id, QUOTE_NOT_CHOSEN));
         }
@@ -410,6 +414,11 @@ impl Finish for JobGuard {
     fn finish(&mut self) {
         self.done = true;
     }
+
+    fn delivered(&mut self) {
+        self.done = true;
+        let _ = self.shared.cmds.send(Cmd::Delivered(self.job_id));
+    }
 }
 
 impl Drop for JobGuard {
@@ -574,7 +583,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
                 }
                 if info.stream {
                     tracing::debug!(target: TARGET, peer = %q.peer, job = %hex::encode(&q.job_id[..8]), "streaming");
-                    let s = JobStream::new(None, rx, Box::new(guard), deadline);
+                    let s = JobStream::new(info.api, None, rx, Box::new(guard), deadline);
                     return Ok(stream_response(q, Some(&ct), s));
                 }
                 content_type = Some(ct);
@@ -582,7 +591,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
             JobEvent::Chunk(c) => {
                 started = true;
                 if info.stream {
-                    let s = JobStream::new(Some(Bytes::from(c)), rx, Box::new(guard), deadline);
+                    let s = JobStream::new(info.api, Some(Bytes::from(c)), rx, Box::new(guard), deadline);
                     return Ok(stream_response(q, content_type.as_deref(), s));
                 }
                 buf.extend_from_slice(&c);

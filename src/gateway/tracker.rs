@@ -6,7 +6,9 @@
 //! the budget must record. When a client goes away (its request future or response body is
 //! dropped) the job is *abandoned*: it is cancelled at once when it was paid or its result had
 //! started, and otherwise as soon as its payment is reported, so that the payment outcome is still
-//! learnt and counted. A job lcpd never finishes is dropped by [`Tracker::sweep`].
+//! learnt and counted. A client that closes after its stream's terminal event was *served*
+//! ([`Tracker::delivered`]): its job ends by itself. A job lcpd never finishes is dropped by
+//! [`Tracker::sweep`].
 
 use crate::bus::api::lcpd::JobEvent;
 use std::collections::HashMap;
@@ -179,6 +181,15 @@ impl Tracker {
         out
     }
 
+    /// The client of a job closed after receiving the whole result (the stream's terminal event),
+    /// before the job's end reached us: nothing more goes to the request, nothing is cancelled,
+    /// and the job's end still settles the budget.
+    pub fn delivered(&mut self, job_id: [u8; 32]) {
+        if let Some(e) = self.jobs.get_mut(&job_id) {
+            e.tx = None;
+        }
+    }
+
     /// Drops jobs tracked for longer than `max_age` (lcpd never finished them). A job that may
     /// have been paid counts as paid; one still running is cancelled.
     pub fn sweep(&mut self, now: Instant, max_age: Duration) -> Vec<Action> {
@@ -308,6 +319,23 @@ mod tests {
         t.on_event(J, JobEvent::Begin { content_type: "t".into(), content_encoding: "identity".into() });
         assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J }]);
         assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![commit(100)]);
+    }
+
+    #[test]
+    fn a_delivered_job_is_neither_cancelled_nor_left_uncounted() {
+        let (mut t, rx) = tracked();
+        t.on_event(J, JobEvent::Begin { content_type: "t".into(), content_encoding: "identity".into() });
+        drop(rx);
+        t.delivered(J);
+        assert_eq!(t.on_event(J, JobEvent::Chunk(vec![1])), vec![]);
+        assert_eq!(t.on_event(J, paid(100)), vec![commit(100)]);
+        assert_eq!(t.on_event(J, ok()), vec![]);
+        assert!(t.is_empty());
+        // Delivered before the payment report: the result still commits the price.
+        let (mut t, rx) = tracked();
+        drop(rx);
+        t.delivered(J);
+        assert_eq!(t.on_event(J, ok()), vec![commit(100)]);
     }
 
     #[test]
