@@ -105,13 +105,18 @@ async fn endpoints_auth_validation_errors_and_headers() {
         (CHAT_URL, r#"{"messages":[1]}"#.to_string(), "model is required"),
         (CHAT_URL, format!(r#"{{"model":"{MODEL}","messages":[1],"stream":"yes"}}"#), "boolean"),
         (RESP_URL, format!(r#"{{"model":"{MODEL}","input":null}}"#), "input"),
-        (CHAT_URL, r#"{"model":"unknown-model","messages":[1]}"#.to_string(), "not offered"),
     ] {
         let r = call(&c, "POST", &url(path), &auth, &body).await;
         let msg = r.openai_error(400);
         assert!(msg.contains(want), "{body}: {msg}");
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     }
+    // An unknown model: OpenAI's 404 model_not_found.
+    let r = call(&c, "POST", &url(CHAT_URL), &auth, r#"{"model":"unknown-model","messages":[1]}"#).await;
+    let msg = r.openai_error(404);
+    assert!(msg.contains("not offered"), "{msg}");
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     // Methods and paths.
     let r = call(&c, "GET", &url(CHAT_URL), &auth, "").await;
     r.openai_error(405);

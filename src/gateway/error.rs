@@ -98,7 +98,7 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BodyRead(_) | GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Choice(ChoiceError::ModelNotOffered { .. }) => StatusCode::BAD_REQUEST,
+            GatewayError::Choice(ChoiceError::ModelNotOffered { .. }) => StatusCode::NOT_FOUND,
             GatewayError::Choice(ChoiceError::NoProviders | ChoiceError::MappedPeerNotReady { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -121,10 +121,50 @@ impl GatewayError {
         }
     }
 
+    /// The OpenAI error code, where OpenAI has one for the case (`"code"` of the error body).
+    pub fn openai_code(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Choice(ChoiceError::ModelNotOffered { .. }) => Some("model_not_found"),
+            GatewayError::Budget(BudgetError::Exceeded { .. }) => Some("insufficient_quota"),
+            GatewayError::Unauthorized => Some("invalid_api_key"),
+            _ => None,
+        }
+    }
+
+    /// The message an OpenAI client shows its user: this error without the bus's code names and
+    /// LCP's error prefix (`quote: failed_precondition: lcp_error code=8: x` reads `quote: x (LCP
+    /// error 8)`). Logs keep the full form.
+    pub fn client_message(&self) -> String {
+        match self {
+            GatewayError::Lcpd { context, source: BusError::Remote(r) } => {
+                format!("{context}: {}", without_lcp_prefix(&r.message))
+            }
+            GatewayError::ProviderFailed(m) => without_lcp_prefix(m),
+            other => other.to_string(),
+        }
+    }
+
     /// Wraps lcpd's answer to a request with what was asked.
     pub fn lcpd(context: &'static str, source: BusError) -> Self {
         GatewayError::Lcpd { context, source }
     }
+}
+
+/// `lcp_error code=N: text` -> `text (LCP error N)`, anywhere in `m` (lcpd words a provider's
+/// `lcp_error` so); other text as it is.
+fn without_lcp_prefix(m: &str) -> String {
+    const P: &str = "lcp_error code=";
+    let Some(at) = m.find(P) else { return m.to_string() };
+    let rest = &m[at + P.len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(text) = rest[digits..].strip_prefix(": ").or_else(|| rest[digits..].strip_prefix(':')) else {
+        return m.to_string();
+    };
+    if digits == 0 {
+        return m.to_string();
+    }
+    let text = if text.is_empty() { "the provider gave no reason" } else { text };
+    format!("{}{text} (LCP error {})", &m[..at], &rest[..digits])
 }
 
 impl ToErrorCode for GatewayError {
@@ -193,5 +233,26 @@ mod tests {
         assert_eq!(timeout.status(), 504);
         let over = GatewayError::Budget(BudgetError::Exceeded { price_msat: 1, would: 2, limit: 1 });
         assert_eq!((over.status().as_u16(), over.error_type()), (429, TYPE_INSUFFICIENT_QUOTA));
+        // An unknown model is OpenAI's 404 model_not_found.
+        let unknown = GatewayError::Choice(ChoiceError::ModelNotOffered { model: "m".into() });
+        assert_eq!((unknown.status().as_u16(), unknown.openai_code()), (404, Some("model_not_found")));
+        assert_eq!(unknown.error_type(), TYPE_INVALID_REQUEST);
+    }
+
+    #[test]
+    fn client_messages_carry_no_internal_prefixes() {
+        let refused = RemoteError::new(ErrorCode::FailedPrecondition, "lcp_error code=8: model busy");
+        let e = GatewayError::lcpd("quote", BusError::Remote(refused));
+        assert_eq!(e.to_string(), "quote: failed_precondition: lcp_error code=8: model busy");
+        assert_eq!(e.client_message(), "quote: model busy (LCP error 8)");
+        let e = GatewayError::ProviderFailed("result stream: lcp_error code=7: upstream 503".into());
+        assert_eq!(e.client_message(), "result stream: upstream 503 (LCP error 7)");
+        let plain =
+            GatewayError::lcpd("execute", BusError::Remote(RemoteError::new(ErrorCode::NotFound, "no such job")));
+        assert_eq!(plain.client_message(), "execute: no such job");
+        for odd in ["lcp_error code=: x", "lcp_error code=9", "lcp_error code=x: y"] {
+            assert_eq!(without_lcp_prefix(odd), odd);
+        }
+        assert_eq!(without_lcp_prefix("lcp_error code=3:"), "the provider gave no reason (LCP error 3)");
     }
 }

@@ -154,10 +154,11 @@ pub fn validate(api: Api, body: &[u8]) -> Result<RequestInfo, String> {
     Ok(RequestInfo { api, model, stream })
 }
 
-/// An OpenAI-shaped error body: `{"error":{"message","type","param":null,"code":null}}`.
-pub fn error_body(message: &str, kind: &str) -> Vec<u8> {
+/// An OpenAI-shaped error body: `{"error":{"message","type","param":null,"code"}}` (`code` null
+/// where OpenAI has none for the case).
+pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
     let v = serde_json::json!({
-        "error": { "message": message, "type": kind, "param": null, "code": null }
+        "error": { "message": message, "type": kind, "param": null, "code": code }
     });
     let mut b = v.to_string().into_bytes();
     b.push(b'\n');
@@ -244,7 +245,7 @@ mod tests {
 
     #[test]
     fn bodies_have_the_openai_shape() {
-        let v: Value = serde_json::from_slice(&error_body("bad \"thing\"", "invalid_request_error")).unwrap();
+        let v: Value = serde_json::from_slice(&error_body("bad \"thing\"", "invalid_request_error", None)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"error":{"message":"bad \"thing\"","type":"invalid_request_error","param":null,"code":null}})

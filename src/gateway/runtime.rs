@@ -331,7 +331,7 @@ fn with_type(mut r: Response<GatewayBody>, content_type: &str) -> Response<Gatew
 
 /// The OpenAI-shaped answer to an error.
 fn error_response(e: &GatewayError) -> Response<GatewayBody> {
-    let body = h::error_body(&e.to_string(), e.error_type());
+    let body = h::error_body(&e.client_message(), e.error_type(), e.openai_code());
     let mut r = with_type(Response::new(GatewayBody::full(body)), "application/json");
     *r.status_mut() = e.status();
     match e {

@@ -219,13 +219,21 @@ impl Resp {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
-    /// Asserts an OpenAI-shaped error with this status; returns its message.
+    /// Asserts an OpenAI-shaped error with this status; returns its message. Its `code` is
+    /// OpenAI's for the status where OpenAI has one (401, 429, and 404 for an unknown model, which
+    /// the caller checks), else null.
     pub fn openai_error(&self, status: u16) -> String {
         assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
         let v = self.json();
         let e = &v["error"];
         assert!(e["message"].is_string() && e["type"].is_string(), "{v}");
-        assert!(e["param"].is_null() && e["code"].is_null(), "{v}");
+        let code = match status {
+            401 => serde_json::json!("invalid_api_key"),
+            429 => serde_json::json!("insufficient_quota"),
+            404 if e["code"].is_string() => serde_json::json!("model_not_found"),
+            _ => serde_json::Value::Null,
+        };
+        assert!(e["param"].is_null() && e["code"] == code, "{v}");
         assert_eq!(e.as_object().map(|o| o.len()), Some(4), "{v}");
         e["message"].as_str().unwrap_or_default().to_string()
     }
