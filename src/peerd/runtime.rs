@@ -428,8 +428,10 @@ impl State {
                 }
             }
             (Corr::Event, Body::Peerd(PeerdApi::Reconnect { node_id, session, reason })) => {
-                let Some((node, p)) =
-                    parse_node_id(&node_id).ok().and_then(|n| self.peers.get(&n).map(|p| (n, p))).filter(|(_, p)| p.info.session == session)
+                let Some((node, p)) = parse_node_id(&node_id)
+                    .ok()
+                    .and_then(|n| self.peers.get(&n).map(|p| (n, p)))
+                    .filter(|(_, p)| p.info.session == session)
                 else {
                     return;
                 };

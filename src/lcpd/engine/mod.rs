@@ -409,8 +409,8 @@ impl Engine {
     }
 
     /// A peer finished its init exchange: send our manifest.
-    pub fn peer_connected(&mut self, _now: u64, peer: &str) {
-        self.peers.connected(peer);
+    pub fn peer_connected(&mut self, now: u64, peer: &str) {
+        self.peers.connected(now, peer);
         if self.peers.mark_sent(peer) {
             self.send_manifest(peer, false);
         }

@@ -28,10 +28,16 @@ use std::collections::BTreeMap;
 /// The least time between two connection cycles lcpd asks for one peer: a peer that does not
 /// send its manifest even on a fresh connection is not cycled again and again.
 pub const CYCLE_INTERVAL_SECS: u64 = 300;
+/// How long a connection may go without the peer's manifest before lcpd would cycle it: the
+/// manifest follows the connection by milliseconds, and a job message or a quote asked for in
+/// that instant must not end the connection that is about to bring it.
+pub const CYCLE_GRACE_SECS: u64 = 5;
 
 #[derive(Debug, Default)]
 struct PeerState {
     connected: bool,
+    /// When lcpd learnt of the connection.
+    since: u64,
     sent: bool,
     remote: Option<Manifest>,
 }
@@ -50,9 +56,9 @@ pub fn is_answer(m: &Manifest) -> bool {
 }
 
 impl Peers {
-    /// A connection came up: a fresh state.
-    pub fn connected(&mut self, peer: &str) {
-        self.map.insert(peer.to_string(), PeerState { connected: true, ..Default::default() });
+    /// A connection came up (lcpd learnt of it at `now`): a fresh state.
+    pub fn connected(&mut self, now: u64, peer: &str) {
+        self.map.insert(peer.to_string(), PeerState { connected: true, since: now, ..Default::default() });
     }
 
     /// Marks our manifest as sent on this connection; returns whether it had not been.
@@ -97,11 +103,13 @@ impl Peers {
 
     /// Whether to cycle the connection of `peer`, which speaks LCP (it sent a job message, or a
     /// client asked for a job) but whose manifest we do not hold: nothing else makes a peer that
-    /// follows the reference's rules send it again. At most once per [`CYCLE_INTERVAL_SECS`];
-    /// returns true when the caller should cycle now (and notes it).
+    /// follows the reference's rules send it again. Not before the connection is
+    /// [`CYCLE_GRACE_SECS`] old, and at most once per [`CYCLE_INTERVAL_SECS`]; returns true when
+    /// the caller should cycle now (and notes it).
     pub fn should_cycle(&mut self, now: u64, peer: &str) -> bool {
-        if !self.is_connected(peer) || self.remote(peer).is_some() {
-            return false;
+        match self.map.get(peer) {
+            Some(s) if s.connected && s.remote.is_none() && now >= s.since.saturating_add(CYCLE_GRACE_SECS) => {}
+            _ => return false,
         }
         match self.cycled.get(peer) {
             Some(at) if now < at.saturating_add(CYCLE_INTERVAL_SECS) => false,

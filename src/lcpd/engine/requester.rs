@@ -159,7 +159,8 @@ impl Engine {
             let msg = if self.peers.is_connected(&args.peer) {
                 // Only a new connection makes a peer on the reference's rules send it again.
                 let cycling = self.cycle_without_manifest(now, &args.peer, "a quote was asked for");
-                let then = if cycling { "; its connection is being cycled to exchange manifests, try again" } else { "" };
+                let then =
+                    if cycling { "; its connection is being cycled to exchange manifests, try again" } else { "" };
                 format!("peer {} has not sent its LCP manifest{then}", args.peer)
             } else {
                 format!("peer {} is not connected", args.peer)

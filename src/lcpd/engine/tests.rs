@@ -1332,15 +1332,21 @@ fn our_restart_on_a_live_connection_to_a_reference_peer() {
     let id = e.request_quote(T0, quote_args(&g_id)).expect("quote requested");
     assert!(e.drain().iter().all(|o| !matches!(o, Out::Reconnect { .. })));
     assert!(e.requester_job(&id).is_some());
-    // Without it: asking for a quote says so and cycles the connection, once per interval.
+    // Without it: asking for a quote says so and, once the connection is past its first moments
+    // (when the manifest may still be on its way), cycles the connection, once per interval.
     e = fresh();
     e.peer_connected(T0, &g_id);
     exchange(&mut e, &mut g, &g_id, None);
+    let cycles =
+        |outs: Vec<Out>| outs.iter().filter(|o| matches!(o, Out::Reconnect { peer, .. } if *peer == g_id)).count();
     let err = e.request_quote(T0, quote_args(&g_id)).expect_err("no manifest");
+    assert!(err.message.contains("has not sent its LCP manifest") && !err.message.contains("cycled"), "{err:?}");
+    assert_eq!(cycles(e.drain()), 0, "not cycled while the manifest may be on its way");
+    let later = T0 + peers::CYCLE_GRACE_SECS;
+    let err = e.request_quote(later, quote_args(&g_id)).expect_err("no manifest");
     assert!(err.message.contains("has not sent its LCP manifest") && err.message.contains("cycled"), "{err:?}");
-    let cycles = |outs: Vec<Out>| outs.iter().filter(|o| matches!(o, Out::Reconnect { peer, .. } if *peer == g_id)).count();
     assert_eq!(cycles(e.drain()), 1);
-    let err = e.request_quote(T0 + 1, quote_args(&g_id)).expect_err("still none");
+    let err = e.request_quote(later + 1, quote_args(&g_id)).expect_err("still none");
     assert!(!err.message.contains("cycled"), "{err:?}");
     assert_eq!(cycles(e.drain()), 0, "not cycled again within the interval");
     // The reference's requester (it holds our old manifest) asks our provider for a quote: one
@@ -1350,9 +1356,9 @@ fn our_restart_on_a_live_connection_to_a_reference_peer() {
     p.peer_connected(T0, &g_id);
     exchange(&mut p, &mut g, &g_id, None);
     let data = chat_input(MODEL);
-    p.on_message(T0, &g_id, qr(7, 1, MODEL));
-    p.on_message(T0, &g_id, LcpMessage::StreamBegin(begin(7, 2, &data)));
-    p.on_message(T0, &g_id, end(7, 3, &data));
+    p.on_message(later, &g_id, qr(7, 1, MODEL));
+    p.on_message(later, &g_id, LcpMessage::StreamBegin(begin(7, 2, &data)));
+    p.on_message(later, &g_id, end(7, 3, &data));
     let outs = p.drain();
     let errors: Vec<u16> = outs
         .iter()
