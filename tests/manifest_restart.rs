@@ -11,6 +11,8 @@
 //! connection cycle (peerd kept the peer's manifest). (b) the peer restarts (fresh state, its
 //! manifest again): it gets ours and quotes. Over lnd, (c) our peerd restarts (nothing kept the
 //! manifest): lcpd cycles the lnd connection when a quote is asked for, and jobs work again.
+//! Over BOLT #8, (d) a peer whose manifests were all lost on the first connection: lcpd cycles
+//! the connection and peerd dials it again.
 
 mod payd_lnd_standin;
 
@@ -516,4 +518,75 @@ async fn reference_rules_peer_over_lnd_survives_restarts_of_either_side_and_of_p
     quote_works(&c, &g.id, "a quote after our peerd restarted").await;
     assert_eq!(cycles(), 1);
     assert_eq!(g.ask_node().await, (v02::MSG_QUOTE_RESPONSE, None));
+}
+
+/// The model peer listening over BOLT #8; every manifest it sends on its first connection is
+/// lost on the way, so neither our lcpd nor peerd ever holds it. Returns its node id, address
+/// and the number of connections it accepted so far.
+async fn go_peer_losing_first_manifests(secret: [u8; 32]) -> (String, String, Arc<Mutex<u32>>) {
+    let key = SecretKey::from_slice(&secret).expect("key");
+    let identity = LocalIdentity::from_secret_bytes(secret).expect("identity");
+    let id = identity.node_id().to_string();
+    let mut listener = lcp::peerd::transport::Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        identity,
+        TransportConfig::default(),
+        Arc::new(Bolt1Pings::default()),
+    )
+    .await
+    .expect("bind loopback");
+    let addr = listener.local_addr().to_string();
+    let accepted = Arc::new(Mutex::new(0u32));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = listener.next_event().await {
+            let lcp::peerd::transport::ListenerEvent::Connected(Connection { handle, mut inbound }) = ev else {
+                continue;
+            };
+            let n = {
+                let mut c = count.lock().expect("count");
+                *c += 1;
+                *c
+            };
+            let key = key;
+            tokio::spawn(async move {
+                let init = lcp::peerd::features::our_init(Network::Devnet).encode().expect("init");
+                let _ = handle.send(RawMessage::new(lcp::wire::bolt1::INIT, &init).expect("fits")).await;
+                // A new connection is a fresh state (the reference clears it when the peer goes
+                // offline).
+                let mut core = Core::default();
+                let lost = |out: Vec<LcpMessage>| -> Vec<LcpMessage> {
+                    out.into_iter().filter(|m| n > 1 || !matches!(m, LcpMessage::Manifest(_))).collect()
+                };
+                let mut out = lost(core.start());
+                loop {
+                    for m in out.drain(..) {
+                        let (t, p) = encode(&m);
+                        let _ = handle.send(RawMessage::new(t, &p).expect("fits")).await;
+                    }
+                    let Some(raw) = inbound.recv().await else { return };
+                    if let Ok(msg) = LcpMessage::decode(raw.msg_type(), raw.payload()) {
+                        out = lost(core.on(&key, msg));
+                    }
+                }
+            });
+        }
+    });
+    (id, addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bolt8_connection_is_cycled_when_no_one_holds_the_reference_peers_manifest() {
+    let node = InProcessNode::start().unwrap();
+    let c = node.client().await.unwrap();
+    lcp::testkit::wait_services(&c, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
+    let (g, addr, accepted) = go_peer_losing_first_manifests([0x48; 32]).await;
+    // We dial it, not as a persistent peer: peerd redials it once for the cycle.
+    let connect = lcp::bus::api::peerd::PeerdApi::Connect { node_id: g.clone(), addr, persistent: false };
+    match c.request(&ServiceId::Peerd, Body::Peerd(connect), T).await.unwrap() {
+        Body::Peerd(lcp::bus::api::peerd::PeerdApi::Connected(info)) => assert_eq!(info.node_id, g),
+        other => panic!("{other:?}"),
+    }
+    quote_works(&c, &g, "a quote from the model peer over a cycled connection").await;
+    assert_eq!(*accepted.lock().unwrap(), 2, "one cycle: a second connection");
 }
