@@ -8,7 +8,10 @@
 //! with a per-session sequence number; gossip and unknown odd types are ignored; an unknown even
 //! type ends the connection. `Send` events from the services go out in arrival order through a
 //! bounded per-peer queue; a peer that cannot keep up is disconnected. Persistent peers are
-//! redialed with exponential backoff.
+//! redialed with exponential backoff. Each connection keeps the last `lcp_manifest` it received
+//! (`LcpManifests`, for an lcpd that restarts while the connection lives on); `Reconnect` (lcpd
+//! lacks a peer's manifest that nothing else brings back) drops the connection and redials it
+//! once if we dialed it (persistent peers are redialed anyway).
 
 use super::features::{check_their_init, our_init};
 use super::opts::parse_peer_uri;
