@@ -17,7 +17,7 @@ use crate::bus::api::lcpd::{
     JobEvent, JobOutcomeRow, JobRole, JobRow, LcpPeerRow, ManifestRow, QuoteRow, TaskRow, TestJob,
 };
 use crate::bus::api::payd::{InvoiceState, PaydApi, PaymentRow, PaymentState};
-use crate::bus::api::peerd::PeerInfo;
+use crate::bus::api::peerd::{LastManifest, PeerInfo};
 use crate::bus::api::{Body, JobdApi, LcpdApi, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId, ToErrorCode};
 use crate::wire::lcp::{LcpMessage, Manifest, Params};
@@ -77,7 +77,7 @@ enum Feedback {
     Paid([u8; 32], PayOutcome),
     LookedUp([u8; 32], PaymentLookup),
     Settled([u8; 32]),
-    Peers(Vec<PeerInfo>),
+    Peers(Vec<PeerInfo>, Vec<LastManifest>),
 }
 
 use crate::clock::now_secs;
@@ -335,7 +335,17 @@ impl State {
                 every.tick().await;
                 match bus.request(&ServiceId::Peerd, Body::Peerd(PeerdApi::ListPeers), Duration::from_secs(2)).await {
                     Ok(Body::Peerd(PeerdApi::Peers(p))) => {
-                        let _ = fb.send(Feedback::Peers(p));
+                        // The manifests peerd kept: a peer that follows the reference's rules
+                        // does not send its manifest again on a connection that stayed up.
+                        let body = Body::Peerd(PeerdApi::LcpManifests);
+                        let kept = match bus.request(&ServiceId::Peerd, body, Duration::from_secs(2)).await {
+                            Ok(Body::Peerd(PeerdApi::Manifests(m))) => m,
+                            other => {
+                                tracing::warn!(target: TARGET, "peerd did not hand over the manifests it kept: {other:?}");
+                                Vec::new()
+                            }
+                        };
+                        let _ = fb.send(Feedback::Peers(p, kept));
                         return;
                     }
                     Ok(_) => return,
@@ -439,11 +449,24 @@ impl State {
             Feedback::Settled(hash) => {
                 self.engine.settled(now, hash);
             }
-            Feedback::Peers(peers) => {
+            Feedback::Peers(peers, kept) => {
                 for p in peers {
                     if !self.sessions.contains_key(&p.node_id) {
                         self.sessions.insert(p.node_id.clone(), p.session);
                         self.engine.peer_connected(now, &p.node_id);
+                    }
+                }
+                for k in kept {
+                    if self.sessions.get(&k.node_id) != Some(&k.session) || k.msg.len() < 2 {
+                        continue;
+                    }
+                    let t = u16::from_be_bytes([k.msg[0], k.msg[1]]);
+                    match LcpMessage::decode(t, &k.msg[2..]) {
+                        Ok(LcpMessage::Manifest(m)) => {
+                            tracing::info!(target: TARGET, peer = %k.node_id, "manifest kept by peerd restored");
+                            self.engine.restore_manifest(now, &k.node_id, m);
+                        }
+                        _ => tracing::debug!(target: TARGET, peer = %k.node_id, "kept manifest unreadable"),
                     }
                 }
             }
@@ -553,6 +576,13 @@ impl State {
                 });
             }
             Out::Notify { job_id, notice } => self.notify(job_id, notice),
+            Out::Reconnect { peer, reason } => {
+                let Some(&session) = self.sessions.get(&peer) else { return };
+                let ev = PeerdApi::Reconnect { node_id: peer.clone(), session, reason };
+                if let Err(e) = self.bus.send_event(&ServiceId::Peerd, Body::Peerd(ev)) {
+                    tracing::warn!(target: TARGET, %peer, "connection cycle not asked of peerd: {e}");
+                }
+            }
         }
     }
 

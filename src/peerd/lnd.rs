@@ -22,11 +22,16 @@
 //!
 //! Limit: lnd's REST gateway sends a stream's head with its first message, so peerd cannot tell
 //! when lnd has registered the subscription. It opens the subscription before it lists the
-//! peers; a manifest a peer sends in that instant is answered anyway, because lcpd marks its own
-//! manifests while it lacks the peer's and a peer answers such a manifest with its own.
+//! peers; a manifest a peer sends in that instant is lost. A peer of ours still sends its manifest
+//! again, because lcpd's manifests ask for it while lcpd lacks the peer's; a peer following the
+//! reference's rules does not (it answers only the first manifest it receives on a connection),
+//! and lcpd cycles the connection when such a peer shows it speaks LCP (`PeerdApi::Reconnect`).
+//!
+//! Each session keeps the last `lcp_manifest` it received (`PeerdApi::LcpManifests`), for an lcpd
+//! that restarts while the session lives on.
 
 use super::opts::{PeerTransport, PeerdConfig};
-use super::runtime::{parse_node_id, peer_list, refuse_foreign, variant_name, TARGET};
+use super::runtime::{manifest_list, parse_node_id, peer_list, refuse_foreign, variant_name, TARGET};
 use super::PeerdError;
 use crate::bus::api::peerd::{PeerInfo, PeerdApi};
 use crate::bus::api::Body;
@@ -150,6 +155,8 @@ struct Session {
     out: mpsc::Sender<Vec<u8>>,
     stop: CancellationToken,
     seq_lcpd: u64,
+    /// The last `lcp_manifest` received in this session (for a restarted lcpd).
+    lcp_manifest: Option<Vec<u8>>,
 }
 
 struct Up {
@@ -497,7 +504,7 @@ impl State {
         }
         tracing::info!(target: TARGET, peer = %node, session, "peer session begins (lnd)");
         self.emit(PeerdApi::PeerConnected { peer: info.clone(), their_init });
-        self.sessions.insert(node, Session { info, out, stop, seq_lcpd: 0 });
+        self.sessions.insert(node, Session { info, out, stop, seq_lcpd: 0, lcp_manifest: None });
         self.publish();
     }
 
@@ -539,6 +546,9 @@ impl State {
         let (seq, session) = (s.seq_lcpd, s.info.session);
         s.seq_lcpd += 1;
         let msg = [&t.to_be_bytes()[..], &data].concat();
+        if t == crate::wire::lcp::v02::MSG_MANIFEST {
+            s.lcp_manifest = Some(msg.clone());
+        }
         self.emit(PeerdApi::Message { node_id: node, session, seq, msg });
     }
 
@@ -562,6 +572,27 @@ impl State {
                     self.end_session(&node, &reason);
                     self.open_session(&LndPeer { pub_key: node, address, inbound, ..Default::default() });
                 }
+            }
+            (Corr::Event, Body::Peerd(PeerdApi::Reconnect { node_id, session, reason })) => {
+                let node = node_id.to_lowercase();
+                let Some(s) = self.sessions.get(&node).filter(|s| s.info.session == session) else { return };
+                let Some(rest) = self.up.as_ref().map(|u| u.rest.clone()) else { return };
+                // A new session on the same lnd connection is not enough: the peer's LCP daemon
+                // sees no new connection. lnd disconnects and connects again (if lnd dialed the
+                // peer; otherwise the peer, or lnd's own reconnection to channel peers, does).
+                tracing::info!(target: TARGET, peer = %node, session, by = %from, "cycling the lnd connection: {reason}");
+                let redial = (!s.info.inbound && !s.info.addr.is_empty()).then(|| s.info.addr.clone());
+                tokio::spawn(async move {
+                    let path = format!("/v1/peers/{}", url_escape(&node));
+                    if let Err(e) = rest.call::<serde_json::Value>(Method::DELETE, &path, None).await {
+                        return tracing::warn!(target: TARGET, peer = %node, "lnd did not disconnect the peer: {e}");
+                    }
+                    if let Some(addr) = redial {
+                        if let Err(e) = connect_peer(&rest, &node, &addr, false).await {
+                            tracing::warn!(target: TARGET, peer = %node, %addr, "lnd did not connect the peer again: {e}");
+                        }
+                    }
+                });
             }
             (Corr::Request(id), Body::Peerd(req)) => self.request((from, id), req),
             (Corr::Request(id), other) => refuse_foreign(&self.bus, &from, id, &other),
@@ -587,12 +618,19 @@ impl State {
 
     fn request(&mut self, reply: ReplyTo, req: PeerdApi) {
         if self.up.is_none()
-            && matches!(req, PeerdApi::ListPeers | PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. })
+            && matches!(
+                req,
+                PeerdApi::ListPeers | PeerdApi::LcpManifests | PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. }
+            )
         {
             return self.reply(reply, Err(self.unavailable()));
         }
         match req {
             PeerdApi::ListPeers => self.reply(reply, Ok(peer_list(self.sessions.values().map(|s| &s.info)))),
+            PeerdApi::LcpManifests => {
+                let kept = self.sessions.values().filter_map(|s| Some((&s.info, s.lcp_manifest.clone()?)));
+                self.reply(reply, Ok(manifest_list(kept)))
+            }
             PeerdApi::Connect { node_id, addr, persistent } => {
                 match super::opts::parse_peer_uri(&format!("{node_id}@{addr}")) {
                     Ok((node, addr)) => self.spawn_connect(Some(reply), node, addr, persistent),

@@ -8,7 +8,10 @@
 //! with a per-session sequence number; gossip and unknown odd types are ignored; an unknown even
 //! type ends the connection. `Send` events from the services go out in arrival order through a
 //! bounded per-peer queue; a peer that cannot keep up is disconnected. Persistent peers are
-//! redialed with exponential backoff.
+//! redialed with exponential backoff. Each connection keeps the last `lcp_manifest` it received
+//! (`LcpManifests`, for an lcpd that restarts while the connection lives on); `Reconnect` (lcpd
+//! lacks a peer's manifest that nothing else brings back) drops the connection and redials it
+//! once if we dialed it (persistent peers are redialed anyway).
 
 use super::features::{check_their_init, our_init};
 use super::opts::parse_peer_uri;
@@ -17,7 +20,7 @@ use super::transport::{
     TransportConfig,
 };
 use super::{PeerdConfig, PeerdError};
-use crate::bus::api::peerd::{PeerInfo, PeerdApi};
+use crate::bus::api::peerd::{LastManifest, PeerInfo, PeerdApi};
 use crate::bus::api::Body;
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
@@ -74,6 +77,8 @@ struct Peer {
     out: mpsc::Sender<RawMessage>,
     seq_lcpd: u64,
     seq_payd: u64,
+    /// The last `lcp_manifest` received on this connection (for a restarted lcpd).
+    lcp_manifest: Option<Vec<u8>>,
 }
 
 struct State {
@@ -86,6 +91,8 @@ struct State {
     persistent: HashMap<NodeId, String>,
     backoff: HashMap<NodeId, Duration>,
     dialing: HashSet<NodeId>,
+    /// Peers we dialed whose connection lcpd asked to cycle: redialed once when it closes.
+    redial_once: HashMap<NodeId, String>,
     db: rusqlite::Connection,
     internal: mpsc::Sender<Internal>,
 }
@@ -132,6 +139,7 @@ pub async fn run(config: PeerdConfig, bus: Bus, shutdown: CancellationToken) -> 
         persistent: HashMap::new(),
         backoff: HashMap::new(),
         dialing: HashSet::new(),
+        redial_once: HashMap::new(),
         db,
         internal: itx,
     };
@@ -282,6 +290,8 @@ impl State {
                     if self.persistent.contains_key(&node) {
                         let wait = self.next_backoff(node);
                         self.schedule_redial(node, wait);
+                    } else if let Some(addr) = self.redial_once.get(&node).cloned() {
+                        self.dial(node, addr, None);
                     }
                 }
             }
@@ -309,7 +319,8 @@ impl State {
         let Connection { handle, inbound: mut rx } = conn;
         let node = handle.remote();
         self.dialing.remove(&node);
-        if !inbound && reply.is_none() && !self.persistent.contains_key(&node) {
+        let cycled = self.redial_once.remove(&node).is_some();
+        if !inbound && reply.is_none() && !self.persistent.contains_key(&node) && !cycled {
             // A redial that completed after the peer was disconnected (and so forgotten).
             tracing::info!(target: TARGET, peer = %node, "dropping a redial of a peer disconnected meanwhile");
             handle.abort();
@@ -359,7 +370,7 @@ impl State {
         tracing::info!(target: TARGET, peer = %node, session, inbound, "peer connected");
         self.reply(reply, Ok(PeerdApi::Connected(info.clone())));
         self.emit(PeerdApi::PeerConnected { peer: info.clone(), their_init }, &[ServiceId::Lcpd, ServiceId::Payd]);
-        self.peers.insert(node, Peer { info, handle, out, seq_lcpd: 0, seq_payd: 0 });
+        self.peers.insert(node, Peer { info, handle, out, seq_lcpd: 0, seq_payd: 0, lcp_manifest: None });
     }
 
     fn route(&mut self, node: NodeId, session: u64, msg: RawMessage) {
@@ -367,6 +378,9 @@ impl State {
         let t = msg.msg_type();
         let to = match classify(t) {
             MessageClass::Lcp => {
+                if t == crate::wire::lcp::v02::MSG_MANIFEST {
+                    peer.lcp_manifest = Some(msg.as_bytes().to_vec());
+                }
                 let seq = peer.seq_lcpd;
                 peer.seq_lcpd += 1;
                 Some((ServiceId::Lcpd, seq))
@@ -416,6 +430,20 @@ impl State {
                     }
                 }
             }
+            (Corr::Event, Body::Peerd(PeerdApi::Reconnect { node_id, session, reason })) => {
+                let Some((node, p)) = parse_node_id(&node_id)
+                    .ok()
+                    .and_then(|n| self.peers.get(&n).map(|p| (n, p)))
+                    .filter(|(_, p)| p.info.session == session)
+                else {
+                    return;
+                };
+                tracing::info!(target: TARGET, peer = %node_id, session, by = %from, "cycling the connection: {reason}");
+                if !p.info.inbound && !p.info.persistent {
+                    self.redial_once.insert(node, p.info.addr.clone());
+                }
+                p.handle.abort();
+            }
             (Corr::Request(id), Body::Peerd(req)) => self.request(from, id, req),
             (Corr::Request(id), other) => refuse_foreign(&self.bus, &from, id, &other),
             (_, _) => tracing::debug!(target: TARGET, %from, "event ignored"),
@@ -448,6 +476,10 @@ impl State {
         let reply: ReplyTo = Some((from, id));
         match req {
             PeerdApi::ListPeers => self.reply(reply, Ok(peer_list(self.peers.values().map(|p| &p.info)))),
+            PeerdApi::LcpManifests => {
+                let kept = self.peers.values().filter_map(|p| Some((&p.info, p.lcp_manifest.clone()?)));
+                self.reply(reply, Ok(manifest_list(kept)))
+            }
             PeerdApi::Connect { node_id, addr, persistent } => {
                 let parsed =
                     parse_peer_uri(&format!("{node_id}@{addr}")).and_then(|(id, a)| parse_node_id(&id).map(|n| (n, a)));
@@ -513,7 +545,11 @@ pub(crate) fn variant_name(p: &PeerdApi) -> &'static str {
         PeerdApi::Message { .. } => "Message",
         PeerdApi::Send { .. } => "Send",
         PeerdApi::DropSession { .. } => "DropSession",
-        PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. } | PeerdApi::ListPeers => "request",
+        PeerdApi::Manifests(_) => "Manifests",
+        PeerdApi::Reconnect { .. } => "Reconnect",
+        PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. } | PeerdApi::ListPeers | PeerdApi::LcpManifests => {
+            "request"
+        }
     }
 }
 
@@ -522,6 +558,14 @@ pub(crate) fn peer_list<'a>(infos: impl Iterator<Item = &'a PeerInfo>) -> PeerdA
     let mut peers: Vec<PeerInfo> = infos.cloned().collect();
     peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     PeerdApi::Peers(peers)
+}
+
+/// The answer to `LcpManifests`: the kept manifests, sorted by node id.
+pub(crate) fn manifest_list<'a>(kept: impl Iterator<Item = (&'a PeerInfo, Vec<u8>)>) -> PeerdApi {
+    let mut out: Vec<LastManifest> =
+        kept.map(|(i, msg)| LastManifest { node_id: i.node_id.clone(), session: i.session, msg }).collect();
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    PeerdApi::Manifests(out)
 }
 
 /// Answers a request for another service's API with `unimplemented`.

@@ -260,6 +260,18 @@ impl Ledger {
         true
     }
 
+    /// What lnd's two streams would show a client of `node`: its custom messages and its peer
+    /// events, as the same JSON lines (for a test peer standing on `node` without a REST client;
+    /// it sends with [`Ledger::deliver_custom`]).
+    pub fn tap(&self, node: PublicKey) -> (mpsc::UnboundedReceiver<Bytes>, mpsc::UnboundedReceiver<Bytes>) {
+        let ((ct, cr), (pt, pr)) = (mpsc::unbounded_channel(), mpsc::unbounded_channel());
+        self.with(&node, |n| {
+            n.custom_subscribers.push(ct);
+            n.peer_subscribers.push(pt);
+        });
+        (cr, pr)
+    }
+
     /// Payments stay in flight while held; released, they complete.
     pub fn hold_payments(&self, hold: bool) {
         self.hold.send_replace(hold);

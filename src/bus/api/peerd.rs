@@ -29,6 +29,17 @@ pub struct PeerInfo {
     pub features: String,
 }
 
+/// The last `lcp_manifest` a connection received (see [`PeerdApi::LcpManifests`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastManifest {
+    /// Node id, hex.
+    pub node_id: String,
+    /// The connection's session.
+    pub session: u64,
+    /// The whole message: u16 type, then the payload.
+    pub msg: Vec<u8>,
+}
+
 /// peerd's API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerdApi {
@@ -92,6 +103,24 @@ pub enum PeerdApi {
     },
     /// lcpd/payd -> peerd, event: end this session (e.g. payd saw a gap or a bad message).
     DropSession {
+        /// Node id, hex.
+        node_id: String,
+        /// The session.
+        session: u64,
+        /// Why, one line (logged).
+        reason: String,
+    },
+    /// lcpd -> peerd. Answered with [`PeerdApi::Manifests`]: the last `lcp_manifest` each current
+    /// connection received, kept by peerd so that an lcpd restarted on a live connection still
+    /// holds the manifest of a peer that will not send it again.
+    LcpManifests,
+    /// peerd -> lcpd.
+    Manifests(Vec<LastManifest>),
+    /// lcpd -> peerd, event: cycle this session's connection (disconnect, then connect again
+    /// where peerd can; a peer following the reference's rules sends its manifest only on a new
+    /// connection). BOLT #8: the connection is dropped and redialed if we dialed it or the peer
+    /// is persistent; lnd: lnd disconnects the peer and connects again unless it dialed us.
+    Reconnect {
         /// Node id, hex.
         node_id: String,
         /// The session.

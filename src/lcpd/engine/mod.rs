@@ -263,6 +263,14 @@ pub enum Out {
         /// What happened.
         notice: Notice,
     },
+    /// Cycle the peer's connection (disconnect, connect again): we lack its manifest and it
+    /// would not send it again on this connection (see [`peers`]).
+    Reconnect {
+        /// Node id, hex.
+        peer: String,
+        /// Why, one line (logged).
+        reason: String,
+    },
 }
 
 /// The engine.
@@ -274,6 +282,8 @@ pub struct Engine {
     replay: ReplayStore,
     pjobs: HashMap<PKey, PJob>,
     rjobs: HashMap<[u8; 32], RJob>,
+    /// Jobs whose quote_request we refused, and when: their input stream is dropped silently.
+    refused: provider::Refused,
     rng: StdRng,
     out: Vec<Out>,
 }
@@ -295,6 +305,7 @@ impl Engine {
             replay,
             pjobs: HashMap::new(),
             rjobs: HashMap::new(),
+            refused: provider::Refused::default(),
             rng,
             out: Vec::new(),
         }
@@ -358,11 +369,33 @@ impl Engine {
     }
 
     /// Sends our (changed) manifest to every peer that has sent theirs; peers keep the latest.
+    /// Marked as needing no answer: we hold theirs.
     pub fn announce_manifest(&mut self) {
         let peers: Vec<String> = self.peers.ready().into_iter().map(|(p, _)| p).collect();
         for p in peers {
-            self.send_manifest(&p);
+            self.send_manifest(&p, true);
         }
+    }
+
+    /// The peer's manifest as peerd kept it from this connection before lcpd started: held as
+    /// if received (see [`Peers::restore`]). Call after [`Engine::peer_connected`] of the
+    /// connection lcpd adopted at start.
+    pub fn restore_manifest(&mut self, now: u64, peer: &str, m: Manifest) {
+        self.peers.restore(peer, m);
+        self.provider_peer_ready(now, peer);
+        self.requester_peer_ready(now, peer);
+    }
+
+    /// We lack the manifest of `peer`, which speaks LCP: cycles its connection (at most once per
+    /// [`peers::CYCLE_INTERVAL_SECS`]). Returns whether a cycle was asked for.
+    fn cycle_without_manifest(&mut self, now: u64, peer: &str, why: &str) -> bool {
+        if !self.peers.should_cycle(now, peer) {
+            return false;
+        }
+        tracing::info!(target: "lcpd", %peer, "no LCP manifest from this peer on its connection ({why}): cycling the connection");
+        let reason = format!("no LCP manifest from the peer on this connection ({why})");
+        self.out.push(Out::Reconnect { peer: peer.to_string(), reason });
+        true
     }
 
     /// Peers whose manifest we hold, sorted by node id.
@@ -376,10 +409,10 @@ impl Engine {
     }
 
     /// A peer finished its init exchange: send our manifest.
-    pub fn peer_connected(&mut self, _now: u64, peer: &str) {
-        self.peers.connected(peer);
+    pub fn peer_connected(&mut self, now: u64, peer: &str) {
+        self.peers.connected(now, peer);
         if self.peers.mark_sent(peer) {
-            self.send_manifest(peer);
+            self.send_manifest(peer, false);
         }
     }
 
@@ -434,15 +467,18 @@ impl Engine {
     fn on_manifest(&mut self, now: u64, peer: &str, m: Manifest) {
         let reply = self.peers.on_manifest(peer, m);
         if reply {
-            self.send_manifest(peer);
+            self.send_manifest(peer, true);
         }
         self.provider_peer_ready(now, peer);
         self.requester_peer_ready(now, peer);
     }
 
-    fn send_manifest(&mut self, peer: &str) {
+    /// Sends our manifest; `answer`: marked as needing no answer (see [`peers`]).
+    fn send_manifest(&mut self, peer: &str, answer: bool) {
         let mut m = self.manifest();
-        if self.peers.remote(peer).is_none() {
+        if answer {
+            m.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_NO_REPLY, value: Vec::new() });
+        } else if self.peers.remote(peer).is_none() {
             m.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_WANT_REPLY, value: Vec::new() });
         }
         let msg = LcpMessage::Manifest(m);

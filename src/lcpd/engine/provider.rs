@@ -26,6 +26,49 @@ pub const CONTENT_TYPE_JSON: &str = "application/json; charset=utf-8";
 /// Content type prefix of streamed (SSE) results.
 pub const CONTENT_TYPE_SSE_PREFIX: &str = "text/event-stream";
 
+/// How long the input stream of a job whose quote_request we refused is dropped silently.
+pub const REFUSED_TTL_SECS: u64 = 600;
+/// Refused jobs remembered at most (the oldest are forgotten first).
+pub const REFUSED_MAX: usize = 4096;
+
+/// Jobs whose quote_request we refused, with when. The requester sends its input stream right
+/// after the quote_request, before our refusal can reach it; answering each of those messages
+/// too ("no quote_request for job", "no input stream for job") buries the real reason, which the
+/// reference's requester then reports in its place. So a refusal is said once.
+#[derive(Debug, Default)]
+pub struct Refused {
+    at: std::collections::HashMap<PKey, u64>,
+    order: std::collections::VecDeque<(u64, PKey)>,
+}
+
+impl Refused {
+    fn note(&mut self, now: u64, key: PKey) {
+        if self.at.insert(key.clone(), now).is_none() {
+            self.order.push_back((now, key));
+        }
+        while self.order.len() > REFUSED_MAX {
+            if let Some((_, k)) = self.order.pop_front() {
+                self.at.remove(&k);
+            }
+        }
+    }
+
+    fn contains(&self, now: u64, key: &PKey) -> bool {
+        self.at.get(key).is_some_and(|at| now <= at.saturating_add(REFUSED_TTL_SECS))
+    }
+
+    fn prune(&mut self, now: u64) {
+        while let Some((at, _)) = self.order.front() {
+            if now <= at.saturating_add(REFUSED_TTL_SECS) {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_front() {
+                self.at.remove(&k);
+            }
+        }
+    }
+}
+
 /// A provider job in memory.
 #[derive(Debug)]
 pub struct PJob {
@@ -178,6 +221,18 @@ impl Engine {
     }
 
     pub(super) fn on_quote_request(&mut self, now: u64, peer: &str, m: QuoteRequest) {
+        let key = (peer.to_string(), m.envelope.job_id);
+        let before = self.out.len();
+        self.quote_request_checked(now, peer, m);
+        let refused = self.out[before..].iter().any(|o| {
+            matches!(o, Out::Send { peer: p, msg: LcpMessage::Error(e) } if *p == key.0 && e.envelope.job_id == key.1)
+        });
+        if refused && !self.pjobs.contains_key(&key) {
+            self.refused.note(now, key);
+        }
+    }
+
+    fn quote_request_checked(&mut self, now: u64, peer: &str, m: QuoteRequest) {
         let env = m.envelope.clone();
         let (pv, job_id, exp) = (env.protocol_version, env.job_id, env.expiry);
         if self.offers.is_empty() {
@@ -228,7 +283,9 @@ impl Engine {
         }
         if self.peers.remote(peer).is_none() {
             let msg = "manifest not exchanged";
-            return self.provider_error(peer, pv, job_id, exp, ErrorCode::InvalidState, msg);
+            self.provider_error(peer, pv, job_id, exp, ErrorCode::InvalidState, msg);
+            self.cycle_without_manifest(now, peer, "it sent a quote_request");
+            return;
         }
         let key = (peer.to_string(), job_id);
         if let Some(mut job) = self.pjobs.remove(&key) {
@@ -286,6 +343,9 @@ impl Engine {
     pub(super) fn on_input_begin(&mut self, now: u64, peer: &str, m: StreamBegin) {
         let env = &m.envelope;
         let (pv, job_id, exp) = (env.protocol_version, env.job_id, env.expiry);
+        if self.refused.contains(now, &(peer.to_string(), job_id)) {
+            return tracing::debug!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), "input of a refused job dropped");
+        }
         if self.offers.is_empty() {
             return self.provider_error(peer, pv, job_id, exp, ErrorCode::UnsupportedTask, "provider disabled");
         }
@@ -359,6 +419,9 @@ impl Engine {
         }
         let key = (peer.to_string(), job_id);
         let Some(mut job) = self.pjobs.remove(&key) else {
+            if self.refused.contains(now, &key) {
+                return tracing::debug!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), "input of a refused job dropped");
+            }
             return self.provider_error(peer, pv, job_id, exp, ErrorCode::InvalidState, "no input stream for job");
         };
         let Some(stream) = job.input_stream.take_if(|s| s.stream_id() == m.stream_id) else {
@@ -876,6 +939,7 @@ impl Engine {
     }
 
     pub(super) fn provider_tick(&mut self, now: u64) {
+        self.refused.prune(now);
         let keys: Vec<PKey> = self.pjobs.keys().cloned().collect();
         for key in keys {
             let Some(mut job) = self.pjobs.remove(&key) else { continue };

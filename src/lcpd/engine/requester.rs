@@ -157,7 +157,11 @@ impl Engine {
     pub fn request_quote(&mut self, now: u64, args: QuoteArgs) -> Result<[u8; 32], ReqError> {
         let Some(remote) = self.peers.remote(&args.peer).cloned() else {
             let msg = if self.peers.is_connected(&args.peer) {
-                format!("peer {} has not sent its LCP manifest", args.peer)
+                // Only a new connection makes a peer on the reference's rules send it again.
+                let cycling = self.cycle_without_manifest(now, &args.peer, "a quote was asked for");
+                let then =
+                    if cycling { "; its connection is being cycled to exchange manifests, try again" } else { "" };
+                format!("peer {} has not sent its LCP manifest{then}", args.peer)
             } else {
                 format!("peer {} is not connected", args.peer)
             };

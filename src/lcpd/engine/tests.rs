@@ -411,21 +411,35 @@ fn manifests_exchanged_once_each_way_and_repeats_accepted() {
     assert_eq!(pm.max_payload_bytes, 16_384);
     assert_eq!(pm.max_inflight_jobs, Some(32));
     assert!(w.p.remote_manifest(&w.r_id).expect("kept").supported_tasks.is_none());
-    // A repeated manifest (the reference may resend) replaces the stored one, answered no more.
-    let mut again = pm.clone();
+    // Every answer is marked as one; every other manifest was answered.
+    let answers = |sent: &[LcpMessage]| {
+        sent.iter().filter(|m| matches!(m, LcpMessage::Manifest(m) if peers::is_answer(m))).count()
+    };
+    assert_eq!((answers(&w.p_sent), answers(&w.r_sent)), (1, 1));
+    // A repeated manifest (a peer whose LCP daemon restarted resends it; the reference does so
+    // without any mark) replaces the stored one and is answered once, with a marked answer.
+    // (The manifest the requester holds is the provider's answer: without the mark, it is the
+    // provider's manifest as sent at a start.)
+    let plain = Manifest { extra: Vec::new(), ..pm.clone() };
+    let mut again = plain.clone();
     again.max_payload_bytes = 8_192;
-    let sent = w.p_sent.len();
     w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(again));
-    assert!(w.r.drain().is_empty(), "a repeated manifest is not answered");
+    match &w.r.drain()[..] {
+        [Out::Send { msg: LcpMessage::Manifest(m), .. }] => assert!(peers::is_answer(m), "{m:?}"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(w.r.remote_manifest(&w.p_id).map(|m| m.max_payload_bytes), Some(8_192));
-    assert_eq!(w.p_sent.len(), sent);
-    // A manifest that asks for an answer (a peer whose LCP daemon restarted on a live
-    // connection) is answered, and the answer does not ask again.
-    let mut asking = pm.clone();
+    // An answer is stored and not answered.
+    let mut answer = plain.clone();
+    answer.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_NO_REPLY, value: Vec::new() });
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(answer));
+    assert!(w.r.drain().is_empty(), "an answer is not answered");
+    // A manifest that asks for an answer (a node of ours of an earlier version) is answered.
+    let mut asking = plain.clone();
     asking.extra.push(crate::wire::tlv::UnknownTlv { tlv_type: v02::TLV_MANIFEST_WANT_REPLY, value: Vec::new() });
     w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(asking));
     match &w.r.drain()[..] {
-        [Out::Send { msg: LcpMessage::Manifest(m), .. }] => assert!(m.extra.is_empty()),
+        [Out::Send { msg: LcpMessage::Manifest(m), .. }] => assert!(peers::is_answer(m)),
         other => panic!("{other:?}"),
     }
     // First manifest of a connection is answered even when ours went out first.
@@ -433,7 +447,7 @@ fn manifests_exchanged_once_each_way_and_repeats_accepted() {
     w.r.peer_connected(w.now, &w.p_id.clone());
     let first = w.r.drain();
     assert!(matches!(&first[..], [Out::Send { msg: LcpMessage::Manifest(_), .. }]));
-    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(pm));
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(plain));
     let reply = w.r.drain();
     assert!(matches!(&reply[..], [Out::Send { msg: LcpMessage::Manifest(_), .. }]), "{reply:?}");
 }
@@ -1192,4 +1206,221 @@ fn chunked_input_and_result_fit_a_small_max_payload() {
         assert!(payload.len() <= 1_000, "{} bytes", payload.len());
     }
     assert_eq!(w.r_saved[&id].2.as_deref(), Some(&result[..]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifests after a restart on a live connection, against a model of the reference's rules
+// (go-lcpd, lndpeermsg), and one refusal per refused quote.
+// ---------------------------------------------------------------------------------------------
+
+/// The reference's manifest rules, exactly: at its start and when the peer comes online it sends
+/// its manifest only if not sent on this connection; on the peer's manifest it answers if it held
+/// none from that peer (even if it sent its own), else only if it never sent its own; unknown odd
+/// TLVs mean nothing to it. A restart (or the peer going offline) is a fresh state.
+#[derive(Default)]
+struct GoRules {
+    sent: bool,
+    remote: Option<Manifest>,
+}
+
+impl GoRules {
+    fn manifest() -> Manifest {
+        let mut e = Engine::with_rng(EngineConfig::default(), key(3).1, StdRng::seed_from_u64(3));
+        e.set_offers(offers());
+        e.manifest()
+    }
+
+    /// Startup or peer-online.
+    fn start(&mut self) -> Option<Manifest> {
+        (!std::mem::replace(&mut self.sent, true)).then(Self::manifest)
+    }
+
+    fn on_manifest(&mut self, m: Manifest) -> Option<Manifest> {
+        let had = self.remote.replace(m).is_some();
+        if !had || !self.sent {
+            self.sent = true;
+            return Some(Self::manifest());
+        }
+        None
+    }
+
+    /// What its provider checks before answering a quote_request (else code 10).
+    fn ready(&self) -> bool {
+        self.sent && self.remote.is_some()
+    }
+}
+
+/// Runs manifests between our engine `e` and the model `g` until nothing moves, starting with
+/// `from_g` (manifests `g` sends) and whatever `e` has queued; returns (manifests we sent,
+/// manifests it sent) and the other outputs of `e`.
+fn exchange(e: &mut Engine, g: &mut GoRules, g_id: &str, from_g: Option<Manifest>) -> ((usize, usize), Vec<Out>) {
+    let (mut ours, mut theirs, mut other) = (0, usize::from(from_g.is_some()), Vec::new());
+    let mut to_us: VecDeque<Manifest> = from_g.into_iter().collect();
+    for _ in 0..100 {
+        let outs = e.drain();
+        if outs.is_empty() && to_us.is_empty() {
+            return ((ours, theirs), other);
+        }
+        for o in outs {
+            match o {
+                Out::Send { msg: LcpMessage::Manifest(m), .. } => {
+                    ours += 1;
+                    if let Some(back) = g.on_manifest(m) {
+                        theirs += 1;
+                        to_us.push_back(back);
+                    }
+                }
+                o => other.push(o),
+            }
+        }
+        if let Some(m) = to_us.pop_front() {
+            e.on_message(T0, g_id, LcpMessage::Manifest(m));
+        }
+    }
+    panic!("manifests kept going back and forth");
+}
+
+fn quote_args(peer: &str) -> QuoteArgs {
+    QuoteArgs {
+        peer: peer.to_string(),
+        task_kind: CHAT.into(),
+        model: Some(MODEL.into()),
+        input: chat_input(MODEL),
+        input_content_type: None,
+        max_price_msat: None,
+        timeout_secs: Some(60),
+    }
+}
+
+#[test]
+fn reference_peer_restart_gets_our_manifest_again() {
+    let (_, g_id) = key(3);
+    let mut e = Engine::with_rng(EngineConfig::default(), key(2).1, StdRng::seed_from_u64(2));
+    let mut g = GoRules::default();
+    // A connection: both send at once; it ends with both holding the other's.
+    e.peer_connected(T0, &g_id);
+    let from_g = g.start();
+    let (counts, _) = exchange(&mut e, &mut g, &g_id, from_g);
+    assert!(g.ready() && e.remote_manifest(&g_id).is_some(), "{counts:?}");
+    // The reference restarts on the live connection: a fresh state, and its manifest again.
+    g = GoRules::default();
+    let from_g = g.start();
+    let ((ours, theirs), _) = exchange(&mut e, &mut g, &g_id, from_g);
+    assert!(g.ready(), "the restarted reference holds our manifest (else it refuses quotes with code 10)");
+    // We answer each of its manifests once (its start, and its answer to our answer), no more.
+    assert_eq!((ours, theirs), (2, 2));
+    assert!(e.request_quote(T0, quote_args(&g_id)).is_ok());
+}
+
+#[test]
+fn our_restart_on_a_live_connection_to_a_reference_peer() {
+    let (_, g_id) = key(3);
+    let fresh = || Engine::with_rng(EngineConfig::default(), key(2).1, StdRng::seed_from_u64(2));
+    let mut e = fresh();
+    let mut g = GoRules::default();
+    e.peer_connected(T0, &g_id);
+    let from_g = g.start();
+    exchange(&mut e, &mut g, &g_id, from_g);
+    let kept = e.remote_manifest(&g_id).cloned().expect("held");
+    // lcpd restarts; the connection stays up. Our new manifest gets no answer from the reference.
+    e = fresh();
+    e.peer_connected(T0, &g_id);
+    let ((ours, theirs), _) = exchange(&mut e, &mut g, &g_id, None);
+    assert_eq!((ours, theirs, e.remote_manifest(&g_id).is_none()), (1, 0, true));
+    // With the manifest peerd kept from the connection, it works at once, with no cycle.
+    e.restore_manifest(T0, &g_id, kept);
+    let id = e.request_quote(T0, quote_args(&g_id)).expect("quote requested");
+    assert!(e.drain().iter().all(|o| !matches!(o, Out::Reconnect { .. })));
+    assert!(e.requester_job(&id).is_some());
+    // Without it: asking for a quote says so and, once the connection is past its first moments
+    // (when the manifest may still be on its way), cycles the connection, once per interval.
+    e = fresh();
+    e.peer_connected(T0, &g_id);
+    exchange(&mut e, &mut g, &g_id, None);
+    let cycles =
+        |outs: Vec<Out>| outs.iter().filter(|o| matches!(o, Out::Reconnect { peer, .. } if *peer == g_id)).count();
+    let err = e.request_quote(T0, quote_args(&g_id)).expect_err("no manifest");
+    assert!(err.message.contains("has not sent its LCP manifest") && !err.message.contains("cycled"), "{err:?}");
+    assert_eq!(cycles(e.drain()), 0, "not cycled while the manifest may be on its way");
+    let later = T0 + peers::CYCLE_GRACE_SECS;
+    let err = e.request_quote(later, quote_args(&g_id)).expect_err("no manifest");
+    assert!(err.message.contains("has not sent its LCP manifest") && err.message.contains("cycled"), "{err:?}");
+    assert_eq!(cycles(e.drain()), 1);
+    let err = e.request_quote(later + 1, quote_args(&g_id)).expect_err("still none");
+    assert!(!err.message.contains("cycled"), "{err:?}");
+    assert_eq!(cycles(e.drain()), 0, "not cycled again within the interval");
+    // The reference's requester (it holds our old manifest) asks our provider for a quote: one
+    // error (code 10) and, the interval past, a cycle.
+    let mut p = fresh();
+    p.set_offers(offers());
+    p.peer_connected(T0, &g_id);
+    exchange(&mut p, &mut g, &g_id, None);
+    let data = chat_input(MODEL);
+    p.on_message(later, &g_id, qr(7, 1, MODEL));
+    p.on_message(later, &g_id, LcpMessage::StreamBegin(begin(7, 2, &data)));
+    p.on_message(later, &g_id, end(7, 3, &data));
+    let outs = p.drain();
+    let errors: Vec<u16> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Send { msg: LcpMessage::Error(e), .. } => Some(e.code.code()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![ErrorCode::InvalidState.code()]);
+    assert_eq!(cycles(outs), 1);
+    // The cycle: the reference sees the peer offline (fresh state) and online again.
+    p.peer_disconnected(T0, &g_id);
+    g = GoRules::default();
+    p.peer_connected(T0, &g_id);
+    let from_g = g.start();
+    exchange(&mut p, &mut g, &g_id, from_g);
+    assert!(p.remote_manifest(&g_id).is_some() && g.ready());
+}
+
+#[test]
+fn two_of_our_nodes_exchange_again_after_either_restarts_and_stop() {
+    let mut w = World::new();
+    w.connect();
+    // The requester's lcpd restarts on the live connection: it sends its manifest, the provider
+    // answers it once (marked), and nothing more moves (pump panics on a ping-pong).
+    w.r = Engine::with_rng(EngineConfig::default(), w.r_id.clone(), StdRng::seed_from_u64(4));
+    let before = w.p_sent.len();
+    w.r.peer_connected(w.now, &w.p_id.clone());
+    w.pump();
+    assert!(w.r.remote_manifest(&w.p_id).is_some());
+    assert_eq!(w.p_sent.len() - before, 1);
+    // The provider's lcpd restarts: the requester answers, and a whole job works.
+    let mut p = Engine::with_rng(EngineConfig::default(), w.p_id.clone(), StdRng::seed_from_u64(5));
+    p.set_offers(offers());
+    w.p = p;
+    let before = w.r_sent.len();
+    w.p.peer_connected(w.now, &w.r_id.clone());
+    w.pump();
+    assert_eq!(w.r_sent.len() - before, 1);
+    let id = w.quote();
+    assert_eq!(w.r.accept(w.now, id, None), Ok(Accepted::Paying));
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Ok { .. })));
+}
+
+#[test]
+fn a_refused_quote_request_is_answered_once_and_its_input_dropped() {
+    let mut w = World::new();
+    w.connect();
+    let data = chat_input("not-offered");
+    let mut errs = w.send_provider(qr(9, 1, "not-offered"));
+    errs.extend(w.send_provider(LcpMessage::StreamBegin(begin(9, 2, &data))));
+    errs.extend(w.send_provider(chunk(9, 0, &data)));
+    errs.extend(w.send_provider(end(9, 3, &data)));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, ErrorCode::UnsupportedTask.code());
+    assert!(errs[0].1.contains("unsupported model"), "{errs:?}");
+    // A stream for a job that was never asked for is still an error, and the refusal is
+    // forgotten after its time.
+    assert_eq!(w.send_provider(LcpMessage::StreamBegin(begin(10, 2, &data))).len(), 1);
+    w.now += provider::REFUSED_TTL_SECS + 1;
+    w.p.tick(w.now);
+    let late = StreamBegin { envelope: env(9, 4, w.now + 300), ..begin(9, 4, &data) };
+    assert_eq!(w.send_provider(LcpMessage::StreamBegin(late)).len(), 1);
 }

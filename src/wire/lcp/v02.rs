@@ -154,6 +154,10 @@ pub const CONTENT_ENCODING_IDENTITY: &str = "identity";
 /// connection that was already up (a restart), where the reference's rules would never send it
 /// the peer's manifest again. Empty value.
 pub const TLV_MANIFEST_WANT_REPLY: u64 = 1001;
+/// TLV of our `lcp_manifest` extension (odd): "this manifest answers yours (or updates it while
+/// I hold yours); do not answer it". Our nodes answer every manifest without it, once, so two of
+/// them never answer each other's answers. Empty value.
+pub const TLV_MANIFEST_NO_REPLY: u64 = 1003;
 /// Task kind for OpenAI chat completions.
 pub const TASK_OPENAI_CHAT: &str = "openai.chat_completions.v1";
 /// Task kind for the OpenAI Responses API.
