@@ -281,8 +281,8 @@ pub struct RequestInfo {
     pub model: String,
     /// Whether the request asked for `"stream": true`.
     pub stream: bool,
-    /// Explicit output token limit of a chat request (`max_completion_tokens`, else
-    /// `max_tokens`, else `max_output_tokens`); `None` for responses requests.
+    /// Explicit output token limit: of a chat request `max_completion_tokens`, else
+    /// `max_tokens`, else `max_output_tokens`; of a responses request `max_output_tokens`.
     pub requested_max_output_tokens: Option<u32>,
 }
 
@@ -293,8 +293,11 @@ pub struct RequestInfo {
 /// present and not `null`; `stream` is a boolean or null; chat `max_*` limits are integers in
 /// u32 range. Other task kinds are rejected with [`PricingError::InvalidRequest`].
 ///
-/// Divergence: the reference (Go `encoding/json`) also matches field names case-insensitively;
-/// here names are matched exactly.
+/// Divergences: the reference (Go `encoding/json`) also matches field names case-insensitively;
+/// here names are matched exactly. The reference ignores a responses request's
+/// `max_output_tokens` and prices it for the provider's maximum; here it lowers the price as a
+/// chat request's limit does (the quote is the provider's to make: a requester only checks that
+/// the invoice matches it).
 pub fn validate_request_json(task_kind: &str, params_model: &str, input: &[u8]) -> Result<RequestInfo, PricingError> {
     let chat = match task_kind {
         TASK_KIND_CHAT_COMPLETIONS => true,
@@ -342,12 +345,14 @@ pub fn validate_request_json(task_kind: &str, params_model: &str, input: &[u8]) 
         }
         requested = completion.or(max_tokens).or(max_output);
     } else {
+        let max_output = optional_u32(task_kind, obj, "max_output_tokens")?;
         if model.is_empty() {
             return Err(PricingError::invalid(task_kind, "model is required"));
         }
         if matches!(obj.get("input"), None | Some(serde_json::Value::Null)) {
             return Err(PricingError::invalid(task_kind, "input is required and must not be null"));
         }
+        requested = max_output;
     }
     if model != params_model {
         return Err(PricingError::invalid(
@@ -478,7 +483,7 @@ impl Pricer {
     }
 
     /// `approx.v1` estimate. For the two OpenAI kinds the request JSON is validated first
-    /// ([`validate_request_json`]) and a chat request's explicit limit lowers the output tokens
+    /// ([`validate_request_json`]) and the request's explicit limit lowers the output tokens
     /// (0 or above the provider maximum -> code 8). Other task kinds carry opaque input and are
     /// priced for the model's maximum output.
     pub fn estimate(&self, task_kind: &str, model: &str, input: &[u8]) -> Result<(UsageEstimate, bool), PricingError> {
@@ -666,13 +671,24 @@ mod tests {
     }
 
     #[test]
-    fn responses_always_use_provider_max() {
+    fn responses_are_priced_for_their_max_output_tokens() {
         let pricer = pricer_with(&[("m", Some(77))], SurgeConfig::default());
         let q = pricer
             .quote(TASK_KIND_RESPONSES, "m", br#"{"model":"m","input":"x","max_output_tokens":5,"stream":true}"#)
             .expect("quote");
-        assert_eq!(q.max_output_tokens, 77);
+        assert_eq!(q.max_output_tokens, 5);
         assert!(q.stream);
+        let full = pricer.quote(TASK_KIND_RESPONSES, "m", br#"{"model":"m","input":"x"}"#).expect("quote");
+        assert_eq!(full.max_output_tokens, 77);
+        assert!(full.price_msat > q.price_msat, "{} vs {}", full.price_msat, q.price_msat);
+        for body in [
+            r#"{"model":"m","input":"x","max_output_tokens":78}"#,
+            r#"{"model":"m","input":"x","max_output_tokens":0}"#,
+            r#"{"model":"m","input":"x","max_output_tokens":"5"}"#,
+        ] {
+            let err = pricer.quote(TASK_KIND_RESPONSES, "m", body.as_bytes()).expect_err(body);
+            assert_eq!(err.lcp_error_code(), 8, "{body}: {err}");
+        }
     }
 
     #[test]
