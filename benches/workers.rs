@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = lcp::demo::node_config(dir.path()).unwrap();
     cfg.jobd.capacity = 1;
-    cfg.jobd.backend = file.backend.unwrap();
+    cfg.jobd.backend = file.backend_config(None).unwrap().unwrap();
     cfg.jobd.pricing = file.pricing.unwrap();
     let mut n = InProcessNode::start_with(dir, cfg).unwrap();
     let client = rt.block_on(n.client()).unwrap();

@@ -68,10 +68,46 @@ pub struct JobdFile {
     pub worker_name: Option<String>,
     /// See [`JobdArgs::capacity`].
     pub capacity: Option<u32>,
-    /// `[jobd.backend]`: `kind = "deterministic" | "openai" | "exec"` and its settings.
-    pub backend: Option<BackendConfig>,
+    /// `[jobd.backend]`: `kind = "deterministic" | "openai" | "exec"` and its settings, kept as
+    /// a table until the flags are known: with `--compute-backend` the section may leave `kind`
+    /// out (see [`JobdFile::backend_config`]).
+    pub backend: Option<toml::Table>,
     /// `[jobd.pricing]`: price table in msat per million tokens, limits, surge.
     pub pricing: Option<PricingConfig>,
+}
+
+impl BackendKind {
+    /// The name `kind` takes in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Deterministic => "deterministic",
+            BackendKind::Openai => "openai",
+            BackendKind::Exec => "exec",
+        }
+    }
+}
+
+impl JobdFile {
+    /// The file's `[jobd.backend]` as a backend of `kind` when the section names none (the
+    /// flag's kind), or of the section's own `kind`; an error names what is wrong.
+    pub fn backend_config(&self, kind: Option<BackendKind>) -> Result<Option<BackendConfig>, ConfigError> {
+        let Some(table) = &self.backend else { return Ok(None) };
+        let mut table = table.clone();
+        if !table.contains_key("kind") {
+            let Some(kind) = kind else {
+                return Err(ConfigError::Invalid {
+                    what: "[jobd.backend]",
+                    msg:
+                        "kind is required (\"deterministic\", \"openai\" or \"exec\") unless --compute-backend is given"
+                            .into(),
+                });
+            };
+            table.insert("kind".into(), toml::Value::String(kind.name().into()));
+        }
+        BackendConfig::deserialize(toml::Value::Table(table))
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid { what: "[jobd.backend]", msg: e.to_string().trim().replace('\n', " ") })
+    }
 }
 
 /// Resolved jobd settings.
@@ -122,7 +158,9 @@ impl JobdConfig {
         pricing.set_prices(&prices);
         // Priced on the command line: offer what is priced, unless --models says otherwise.
         let models = args.models.clone().or_else(|| (!prices.is_empty()).then(Vec::new));
-        let mut backend = file.backend.clone().unwrap_or(BackendConfig::Deterministic(DeterministicConfig::default()));
+        let mut backend = file
+            .backend_config(args.compute_backend)?
+            .unwrap_or(BackendConfig::Deterministic(DeterministicConfig::default()));
         if let Some(kind) = args.compute_backend.filter(|k| *k != kind_of(&backend)) {
             backend = match kind {
                 BackendKind::Deterministic => BackendConfig::Deterministic(DeterministicConfig::default()),
@@ -235,6 +273,33 @@ mod tests {
         assert!(offered(&c).is_empty());
         let pricer = crate::jobd::pricing::Pricer::new(&c.pricing).unwrap();
         assert_eq!(pricer.models().collect::<Vec<_>>(), ["gpt-4o-mini"]);
+    }
+
+    #[test]
+    fn a_backend_section_without_kind_takes_the_flags_kind() {
+        let file = r#"
+            [backend]
+            base_url = "http://127.0.0.1:1/v1"
+            models = ["llama3.2"]
+        "#;
+        let c = resolve(&["--compute-backend", "openai"], file).unwrap();
+        match &c.backend {
+            BackendConfig::Openai(o) => {
+                assert_eq!(o.base_url, "http://127.0.0.1:1/v1");
+                assert_eq!(o.models, ["llama3.2"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without the flag the section must say its kind; a wrong setting is one line.
+        let e = resolve(&[], file).unwrap_err().to_string();
+        assert!(e.contains("kind is required"), "{e}");
+        let e = resolve(&["--compute-backend", "openai"], "[backend]\nbase_url = 5\n").unwrap_err().to_string();
+        assert!(e.starts_with("[jobd.backend]: ") && !e.contains('\n'), "{e}");
+        // The section's own kind still counts, and a flag of another kind replaces it.
+        let c = resolve(&[], FILE).unwrap();
+        assert!(matches!(c.backend, BackendConfig::Openai(_)));
+        let c = resolve(&["--compute-backend", "deterministic"], FILE).unwrap();
+        assert!(matches!(c.backend, BackendConfig::Deterministic(_)));
     }
 
     #[test]

@@ -324,8 +324,7 @@ pub fn validate_request_json(task_kind: &str, params_model: &str, input: &[u8]) 
         Some(serde_json::Value::Bool(b)) => *b,
         Some(_) => return Err(PricingError::invalid(task_kind, "stream must be a boolean")),
     };
-    let mut requested = None;
-    if chat {
+    let requested = if chat {
         let n_messages = match obj.get("messages") {
             None | Some(serde_json::Value::Null) => 0,
             Some(serde_json::Value::Array(a)) => a.len(),
@@ -343,7 +342,7 @@ pub fn validate_request_json(task_kind: &str, params_model: &str, input: &[u8]) 
         if n_messages == 0 {
             return Err(PricingError::invalid(task_kind, "messages is required and must be non-empty"));
         }
-        requested = completion.or(max_tokens).or(max_output);
+        completion.or(max_tokens).or(max_output)
     } else {
         let max_output = optional_u32(task_kind, obj, "max_output_tokens")?;
         if model.is_empty() {
@@ -352,8 +351,8 @@ pub fn validate_request_json(task_kind: &str, params_model: &str, input: &[u8]) 
         if matches!(obj.get("input"), None | Some(serde_json::Value::Null)) {
             return Err(PricingError::invalid(task_kind, "input is required and must not be null"));
         }
-        requested = max_output;
-    }
+        max_output
+    };
     if model != params_model {
         return Err(PricingError::invalid(
             task_kind,
