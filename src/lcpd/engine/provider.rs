@@ -456,7 +456,17 @@ impl Engine {
         };
         let price = match price {
             Ok(p) => p,
-            Err((code, msg)) => return self.provider_error(&peer, pv, job_id, exp, ErrorCode::from_code(code), &msg),
+            Err((code, msg)) => {
+                tracing::warn!(
+                    target: "lcpd",
+                    %peer,
+                    job = %hex::encode(job_id),
+                    phase = "quote",
+                    code,
+                    "job refused (nothing paid): {msg}"
+                );
+                return self.provider_error(&peer, pv, job_id, exp, ErrorCode::from_code(code), &msg);
+            }
         };
         let quote_expiry = now.saturating_add(self.cfg.quote_ttl_secs);
         let input = job.input.as_deref().unwrap_or_default();
@@ -758,10 +768,23 @@ impl Engine {
         self.send(&job.rec.peer.clone(), msg);
     }
 
+    /// The operator's line for a paid job that fails: job id, the phase it failed in, the reason.
+    fn log_paid_failure(job: &PJob, code: u16, message: &str) {
+        tracing::warn!(
+            target: "lcpd",
+            peer = %job.rec.peer,
+            job = %hex::encode(job.rec.job_id),
+            phase = job.rec.state.as_str(),
+            code,
+            "paid job failed: {message}"
+        );
+    }
+
     fn fail_result_too_large(&mut self, now: u64, job: &mut PJob) {
         let expiry = now.saturating_add(self.cfg.quote_ttl_secs);
         let envelope = self.envelope(job.rec.protocol_version, job.rec.job_id, expiry);
         let message = "result exceeds remote stream limits".to_string();
+        Self::log_paid_failure(job, ErrorCode::PayloadTooLarge.code(), &message);
         job.rec.state = ProviderState::Failed;
         job.rec.error = Some((ErrorCode::PayloadTooLarge.code(), message.clone()));
         job.live = None;
@@ -778,6 +801,7 @@ impl Engine {
     /// A paid job failed: the requester gets `lcp_error` (the reference's behaviour) with the
     /// quote_response's envelope expiry.
     fn fail_paid(&mut self, now: u64, job: &mut PJob, code: ErrorCode, message: &str) {
+        Self::log_paid_failure(job, code.code(), message);
         job.rec.state = ProviderState::Failed;
         job.rec.error = Some((code.code(), message.to_string()));
         job.live = None;
