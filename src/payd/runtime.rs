@@ -18,7 +18,7 @@ use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
 use super::lnd::{LndBackend, LndConfig};
 use super::opts::PaydBackend;
 use super::{PaydConfig, PaydServiceError};
-use crate::bus::api::payd::{BalanceRow, ChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
+use crate::bus::api::payd::{BalanceRow, ChannelRow, ClosedChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
@@ -219,6 +219,7 @@ pub fn payment_row(r: &PaymentRecord) -> PaymentRow {
             PaymentStatus::Pending => PaymentState::Pending,
             PaymentStatus::Succeeded => PaymentState::Succeeded,
             PaymentStatus::Failed => PaymentState::Failed,
+            PaymentStatus::Stranded => PaymentState::Stranded,
         },
         preimage: r.preimage,
         fee_msat: r.fee_msat,
@@ -240,7 +241,8 @@ pub fn balance_row(channels: ChannelBalance, payments: &[PaymentRecord], invoice
     for p in payments {
         match p.status {
             PaymentStatus::Pending => b.payments_pending += 1,
-            PaymentStatus::Failed => b.payments_failed += 1,
+            // Ended without succeeding (stranded: with an outcome nobody will learn).
+            PaymentStatus::Failed | PaymentStatus::Stranded => b.payments_failed += 1,
             PaymentStatus::Succeeded => {
                 b.payments_succeeded += 1;
                 b.sent_msat = b.sent_msat.saturating_add(p.amount_msat);
@@ -279,6 +281,36 @@ fn paid(p: PaidInvoice) -> PaydApi {
         preimage: p.preimage,
         amount_msat: p.amount_msat,
         fee_msat: p.fee_msat,
+    }
+}
+
+/// The answer to `Pay`/`PayChecked`: a stranded payment is a definite answer of its own, not an
+/// error whose code would say "nothing was paid" (`failed_precondition`) or "ask again"
+/// (`deadline_exceeded`).
+fn pay_answer(r: Result<PaidInvoice, PaydError>) -> Result<PaydApi, RemoteError> {
+    match r {
+        Ok(p) => Ok(paid(p)),
+        Err(PaydError::PaymentStranded { payment_hash, reason }) => match hex::decode(&payment_hash) {
+            Ok(h) if h.len() == 32 => {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&h);
+                Ok(PaydApi::PaymentStranded { payment_hash: hash, reason })
+            }
+            _ => Err(remote(&PaydError::PaymentStranded { payment_hash, reason })),
+        },
+        Err(e) => Err(remote(&e)),
+    }
+}
+
+fn closed_row(c: &super::ldk::ClosedChannelRecord) -> ClosedChannelRow {
+    ClosedChannelRow {
+        channel_id: hex::encode(c.channel_id),
+        counterparty: c.counterparty.clone(),
+        capacity_sat: c.capacity_sat,
+        closed_at: c.closed_at,
+        reason: c.reason.clone(),
+        stranded_htlcs: c.stranded_htlcs,
+        stranded_msat: c.stranded_msat,
     }
 }
 
@@ -573,6 +605,32 @@ impl Bridge {
                     );
                 });
             }
+            PaydApi::ForceCloseChannel { channel_id } => {
+                let Some(engine) = ldk else { return reply(Err(no_channels())) };
+                let cid = match parse_channel_id(&channel_id) {
+                    Ok(c) => c,
+                    Err(e) => return reply(Err(e)),
+                };
+                tokio::spawn(async move {
+                    let r = engine.force_close_channel_and_wait(cid, CLOSE_CHANNEL_TIMEOUT).await;
+                    if let Ok(reason) = &r {
+                        tracing::warn!(target: TARGET, channel_id = %hex::encode(cid), "channel closed by force: {reason}");
+                    }
+                    reply(
+                        r.map(|reason| PaydApi::ChannelClosed { channel_id: hex::encode(cid), reason })
+                            .map_err(|e| remote(&e)),
+                    );
+                });
+            }
+            PaydApi::ListClosedChannels => match ldk {
+                Some(engine) => reply(
+                    engine
+                        .closed_channels()
+                        .map(|v| PaydApi::ClosedChannels(v.iter().map(closed_row).collect()))
+                        .map_err(|e| remote(&e)),
+                ),
+                None => reply(Err(no_channels())),
+            },
             PaydApi::CreateInvoice { amount_msat, description_hash, expiry_secs } => {
                 tokio::spawn(async move {
                     let r = backend.create_invoice(amount_msat, description_hash, expiry_secs).await;
@@ -591,7 +649,7 @@ impl Bridge {
             PaydApi::Pay { bolt11, max_fee_msat, timeout_secs } => {
                 tokio::spawn(async move {
                     let params = PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: None };
-                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                    reply(pay_answer(backend.pay(bolt11, params).await));
                 });
             }
             PaydApi::PayChecked {
@@ -611,7 +669,7 @@ impl Bridge {
                 tokio::spawn(async move {
                     let params =
                         PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: Some(expected) };
-                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                    reply(pay_answer(backend.pay(bolt11, params).await));
                 });
             }
             PaydApi::ListInvoices => {

@@ -24,7 +24,7 @@ pub use bridge::{
 pub use chain::{
     fabricate_funding_tx, inbound_channel_decision, keys_seed_from_node_secret, InboundChannelDecision, TrustPolicy,
 };
-pub use store::{Store, SCHEMA_VERSION};
+pub use store::{ClosedChannelRecord, Store, CLOSED_CHANNEL_KEEP_SECS, SCHEMA_VERSION};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -256,6 +256,27 @@ struct Inner {
     manager_writes: AtomicU64,
     rounds: AtomicU64,
     entropy: RandomBytes,
+    /// Our committed outbound HTLCs (payment hash, amount) per channel, as of the end of the last
+    /// processing round: what a force close of the channel strands (see [`Inner::channel_closed`]).
+    htlcs: Mutex<HashMap<[u8; 32], Vec<([u8; 32], u64)>>>,
+}
+
+/// Our outbound HTLCs that are part of a commitment (the peer may hold a signed commitment with
+/// them), per channel. HTLCs still in the holding cell are not: LDK fails them back on a close.
+fn committed_outbound_htlcs(cm: &Manager) -> HashMap<[u8; 32], Vec<([u8; 32], u64)>> {
+    cm.list_channels()
+        .into_iter()
+        .filter(|c| !c.pending_outbound_htlcs.is_empty())
+        .map(|c| {
+            let htlcs = c
+                .pending_outbound_htlcs
+                .iter()
+                .filter(|h| h.htlc_id.is_some())
+                .map(|h| (h.payment_hash.0, h.amount_msat))
+                .collect();
+            (c.channel_id.0, htlcs)
+        })
+        .collect()
 }
 
 /// The LDK channel engine (see the module documentation).
@@ -413,6 +434,7 @@ impl LdkEngine {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (channel_events, _) = broadcast::channel(EVENT_CAPACITY);
         let timer_tick = config.timer_tick;
+        let htlcs = committed_outbound_htlcs(&cm);
         let inner = Arc::new(Inner {
             config,
             node_id,
@@ -432,6 +454,7 @@ impl LdkEngine {
             manager_writes: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             entropy: RandomBytes::new(keys_seed_from_node_secret(&entropy_seed)),
+            htlcs: Mutex::new(htlcs),
         });
         // Write the initial state, and handle whatever the reload left pending.
         inner.persist_manager(true)?;
@@ -728,6 +751,53 @@ impl LdkEngine {
             .map_err(|_| PaydError::OperationTimeout { what: "channel close", after: timeout })?
     }
 
+    /// Close a channel by force (our latest commitment is handed to the broadcaster, without the
+    /// peer) and wait until LDK reports it closed; returns LDK's reason. On devnet nothing
+    /// confirms the commitment, so our HTLCs in flight on the channel are stranded.
+    pub async fn force_close_channel_and_wait(
+        &self,
+        channel_id: [u8; 32],
+        timeout: Duration,
+    ) -> Result<String, PaydError> {
+        self.ensure_running()?;
+        let peer = self
+            .channels()
+            .into_iter()
+            .find(|c| c.channel_id == channel_id)
+            .map(|c| c.counterparty)
+            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        let mut rx = self.inner.channel_events.subscribe();
+        self.inner
+            .cm
+            .force_close_broadcasting_latest_txn(&ChannelId(channel_id), &peer, "closed by force by the operator".into())
+            .map_err(|e| PaydError::Ldk { op: "force_close", reason: format!("{e:?}") })?;
+        self.inner.process();
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(ChannelEvent::Closed { channel_id: c, reason, .. }) if c == channel_id => return Ok(reason),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.channels().iter().any(|c| c.channel_id == channel_id) {
+                            return Ok("closed".to_string());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() })
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| PaydError::OperationTimeout { what: "channel force close", after: timeout })?
+    }
+
+    /// Channels closed in the last [`CLOSED_CHANNEL_KEEP_SECS`], most recent first.
+    pub fn closed_channels(&self) -> Result<Vec<ClosedChannelRecord>, PaydError> {
+        lock(&self.inner.store).closed_channels()
+    }
+
     /// All channels.
     pub fn channels(&self) -> Vec<ChannelInfo> {
         self.inner
@@ -848,6 +918,7 @@ impl LdkEngine {
                                 reason: rec.failure.unwrap_or_else(|| "unknown".into()),
                             })
                         }
+                        PaymentStatus::Stranded => return Err(stranded_from(&rec)),
                         PaymentStatus::Pending => {}
                     }
                 }
@@ -855,6 +926,7 @@ impl LdkEngine {
                     match rx.recv().await {
                         Ok(PaydEvent::PaymentSucceeded { payment_hash, .. })
                         | Ok(PaydEvent::PaymentFailed { payment_hash, .. })
+                        | Ok(PaydEvent::PaymentStranded { payment_hash, .. })
                             if payment_hash == hash =>
                         {
                             break
@@ -908,6 +980,8 @@ impl LdkEngine {
                 payment_hash: hex::encode(hash),
                 reason: rec.failure.unwrap_or_else(|| "unknown".into()),
             }))),
+            // Never sent again: its HTLC may still be claimed on the closed channel.
+            Some(rec) if rec.status == PaymentStatus::Stranded => Ok(Started::Done(Err(stranded_from(&rec)))),
             Some(_) if self.ldk_knows_payment(hash) => Ok(Started::InFlight),
             // Recorded but never handed to LDK (a crash in between): send it now.
             Some(_) => self.send_payment(invoice, hash, params),
@@ -955,6 +1029,13 @@ enum Started {
     InFlight,
     /// Nothing was sent, and no attempt is recorded.
     Refused(PaydError),
+}
+
+fn stranded_from(rec: &PaymentRecord) -> PaydError {
+    PaydError::PaymentStranded {
+        payment_hash: hex::encode(rec.payment_hash),
+        reason: rec.failure.clone().unwrap_or_else(|| "stranded on a closed channel".into()),
+    }
 }
 
 fn paid_from(rec: &PaymentRecord) -> Result<PaidInvoice, PaydError> {
@@ -1105,6 +1186,8 @@ impl Inner {
                     return;
                 }
             };
+            // Before the round's messages leave: an HTLC whose update_add goes out now is listed.
+            *lock(&self.htlcs) = committed_outbound_htlcs(&self.cm);
             let progressed = !outputs.is_empty() || handled.load(Ordering::Relaxed) > 0 || persisted;
             for o in outputs {
                 if self.out.send(o).is_err() {
@@ -1115,6 +1198,55 @@ impl Inner {
                 return;
             }
         }
+    }
+
+    /// A channel closed: it is kept in the store for the operator with its reason, and, on a
+    /// network without a chain source (devnet), every payment whose HTLC was committed on it and
+    /// is still pending becomes `stranded`: nothing will ever claim or time out that HTLC, so
+    /// waiting for it would leave the payment (and the job that paid) pending forever. With a
+    /// chain, LDK resolves such HTLCs on chain and reports the outcome as usual.
+    fn channel_closed(
+        &self,
+        channel_id: [u8; 32],
+        counterparty: Option<PublicKey>,
+        capacity_sat: Option<u64>,
+        reason: &str,
+    ) -> Result<(), ReplayEvent> {
+        let htlcs = lock(&self.htlcs).get(&channel_id).cloned().unwrap_or_default();
+        let fail = |e: PaydError| {
+            tracing::error!(target: "payd::ldk", "{e}");
+            ReplayEvent()
+        };
+        let now = now_secs();
+        let store = lock(&self.store);
+        let mut stranded = Vec::new();
+        if self.config.network == Network::Devnet {
+            let why = format!(
+                "channel {} closed by force with the HTLC in flight ({reason}); devnet has no chain to resolve it",
+                hex::encode(channel_id)
+            );
+            for (hash, amount) in &htlcs {
+                if store.payment_stranded(hash, &why, now).map_err(fail)? {
+                    tracing::warn!(target: "payd::ldk", payment_hash = %hex::encode(hash), amount_msat = amount, "payment stranded: {why}");
+                    stranded.push((*hash, why.clone()));
+                }
+            }
+        }
+        let rec = ClosedChannelRecord {
+            channel_id,
+            counterparty: counterparty.map(|c| hex::encode(c.serialize())).unwrap_or_default(),
+            capacity_sat: capacity_sat.unwrap_or(0),
+            closed_at: now,
+            reason: reason.to_string(),
+            stranded_htlcs: htlcs.len() as u64,
+            stranded_msat: htlcs.iter().map(|(_, a)| *a).sum(),
+        };
+        store.insert_closed_channel(&rec).map_err(fail)?;
+        drop(store);
+        for (payment_hash, reason) in stranded {
+            let _ = self.events.send(PaydEvent::PaymentStranded { payment_hash, reason });
+        }
+        Ok(())
     }
 
     fn handle_event(&self, event: Event) -> Result<(), ReplayEvent> {
@@ -1174,8 +1306,16 @@ impl Inner {
                     counterparty: counterparty_node_id,
                 });
             }
-            Event::ChannelClosed { channel_id, user_channel_id, reason, .. } => {
+            Event::ChannelClosed {
+                channel_id,
+                user_channel_id,
+                reason,
+                counterparty_node_id,
+                channel_capacity_sats,
+                ..
+            } => {
                 tracing::info!(target: "payd::ldk", %channel_id, "channel closed: {reason}");
+                self.channel_closed(channel_id.0, counterparty_node_id, channel_capacity_sats, &reason.to_string())?;
                 let _ = self.channel_events.send(ChannelEvent::Closed {
                     channel_id: channel_id.0,
                     user_channel_id,
@@ -1219,6 +1359,7 @@ impl Inner {
                 }
             }
             Event::PaymentFailed { payment_id, reason, .. } => {
+                // Also replaces `stranded`: LDK failed the HTLC back after all.
                 let hash = payment_id.0;
                 let reason = format!("{reason:?}");
                 let changed = lock(&self.store).payment_failed(&hash, &reason, now_secs()).map_err(|e| {
