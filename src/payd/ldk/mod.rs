@@ -36,7 +36,7 @@ use lightning::bitcoin::hashes::{sha256, Hash};
 use lightning::bitcoin::secp256k1::{PublicKey, SecretKey};
 use lightning::bitcoin::BlockHash;
 use lightning::chain::chainmonitor::ChainMonitor;
-use lightning::chain::channelmonitor::ChannelMonitor;
+use lightning::chain::channelmonitor::{Balance, ChannelMonitor};
 use lightning::chain::{BestBlock, Filter, Watch};
 use lightning::events::{Event, EventsProvider, ReplayEvent};
 use lightning::ln::channelmanager::{
@@ -262,11 +262,11 @@ struct Inner {
 }
 
 /// Our outbound HTLCs that are part of a commitment (the peer may hold a signed commitment with
-/// them), per channel. HTLCs still in the holding cell are not: LDK fails them back on a close.
+/// them), for every open channel (an empty list for a channel without any). HTLCs still in the
+/// holding cell are not: LDK fails them back on a close.
 fn committed_outbound_htlcs(cm: &Manager) -> HashMap<[u8; 32], Vec<([u8; 32], u64)>> {
     cm.list_channels()
         .into_iter()
-        .filter(|c| !c.pending_outbound_htlcs.is_empty())
         .map(|c| {
             let htlcs = c
                 .pending_outbound_htlcs
@@ -767,10 +767,19 @@ impl LdkEngine {
             .map(|c| c.counterparty)
             .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
         let mut rx = self.inner.channel_events.subscribe();
-        self.inner
-            .cm
-            .force_close_broadcasting_latest_txn(&ChannelId(channel_id), &peer, "closed by force by the operator".into())
-            .map_err(|e| PaydError::Ldk { op: "force_close", reason: format!("{e:?}") })?;
+        {
+            // Not while a round runs: the round's list of HTLCs per channel must see the channel
+            // with every HTLC whose messages leave in it.
+            let _g = lock(&self.inner.process_lock);
+            self.inner
+                .cm
+                .force_close_broadcasting_latest_txn(
+                    &ChannelId(channel_id),
+                    &peer,
+                    "closed by force by the operator".into(),
+                )
+                .map_err(|e| PaydError::Ldk { op: "force_close", reason: format!("{e:?}") })?;
+        }
         self.inner.process();
         let wait = async {
             loop {
@@ -1187,7 +1196,10 @@ impl Inner {
                 }
             };
             // Before the round's messages leave: an HTLC whose update_add goes out now is listed.
-            *lock(&self.htlcs) = committed_outbound_htlcs(&self.cm);
+            // A channel no longer listed keeps its entry until its close is handled, even if it
+            // closed while this round ran.
+            let fresh = committed_outbound_htlcs(&self.cm);
+            lock(&self.htlcs).extend(fresh);
             let progressed = !outputs.is_empty() || handled.load(Ordering::Relaxed) > 0 || persisted;
             for o in outputs {
                 if self.out.send(o).is_err() {
@@ -1212,7 +1224,20 @@ impl Inner {
         capacity_sat: Option<u64>,
         reason: &str,
     ) -> Result<(), ReplayEvent> {
-        let htlcs = lock(&self.htlcs).get(&channel_id).cloned().unwrap_or_default();
+        // What the ChannelManager last listed, plus the HTLCs of the channel monitor's latest
+        // commitment: a ChannelManager reloaded stale after a crash closes the channel at start
+        // without knowing its latest HTLCs, which the monitor still has.
+        let mut htlcs = lock(&self.htlcs).remove(&channel_id).unwrap_or_default();
+        if let Ok(monitor) = self.chain_monitor.get_monitor(ChannelId(channel_id)) {
+            for b in monitor.get_claimable_balances() {
+                if let Balance::MaybeTimeoutClaimableHTLC { payment_hash, outbound_payment: true, amount_satoshis, .. } = b
+                {
+                    if !htlcs.iter().any(|(h, _)| *h == payment_hash.0) {
+                        htlcs.push((payment_hash.0, amount_satoshis.saturating_mul(1000)));
+                    }
+                }
+            }
+        }
         let fail = |e: PaydError| {
             tracing::error!(target: "payd::ldk", "{e}");
             ReplayEvent()
