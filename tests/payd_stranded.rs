@@ -64,9 +64,11 @@ async fn usable_channel(c: &Bus) -> Option<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_paying_over_a_force_closed_channel_ends_stranded_and_is_shown() {
-    let mut provider =
-        ProcessNode::start_with_config(Some(&gate_worker_config(lcp::jobd::opts::DEFAULT_CAPACITY, 1_000_000)), &["w1"])
-            .expect("provider");
+    let mut provider = ProcessNode::start_with_config(
+        Some(&gate_worker_config(lcp::jobd::opts::DEFAULT_CAPACITY, 1_000_000)),
+        &["w1"],
+    )
+    .expect("provider");
     let mut requester = ProcessNode::start(&[]).expect("requester");
     let (pc, rc) = (provider.client().await.unwrap(), requester.client().await.unwrap());
     let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
@@ -120,11 +122,12 @@ async fn job_paying_over_a_force_closed_channel_ends_stranded_and_is_shown() {
     assert!(closed.starts_with(&format!("closed: {channel_id}")), "{closed}");
 
     // The payment ends stranded, and the job that paid it fails saying so, not as "nothing paid".
-    let row = poll_until(PATIENCE, "the job ends", || async {
-        job(&rc, q.job_id).await.filter(|r| r.state != "paying")
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nrequester lcpd:\n{}\npayd:\n{}", requester.log("lcpd"), requester.log("payd")));
+    let row =
+        poll_until(PATIENCE, "the job ends", || async { job(&rc, q.job_id).await.filter(|r| r.state != "paying") })
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{e}\nrequester lcpd:\n{}\npayd:\n{}", requester.log("lcpd"), requester.log("payd"))
+            });
     assert_eq!(row.state, "failed");
     let error = row.error.clone().unwrap_or_default();
     assert!(error.starts_with("payment stranded: ") && error.contains("closed by force"), "{error}");
@@ -139,7 +142,9 @@ async fn job_paying_over_a_force_closed_channel_ends_stranded_and_is_shown() {
     }
     // Asked to pay again, payd answers the same and sends nothing.
     let again = PaydApi::Pay { bolt11: q.payment_request.clone(), max_fee_msat: 1_000, timeout_secs: 5 };
-    assert!(matches!(payd(&rc, again).await.unwrap(), PaydApi::PaymentStranded { payment_hash, .. } if payment_hash == q.payment_hash));
+    assert!(
+        matches!(payd(&rc, again).await.unwrap(), PaydApi::PaymentStranded { payment_hash, .. } if payment_hash == q.payment_hash)
+    );
 
     // The operator sees it.
     let jobs = cli(requester.dir.path(), &["job", "list"]).await;

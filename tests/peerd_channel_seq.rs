@@ -29,7 +29,7 @@ async fn a_gap_in_payds_channel_messages_ends_the_session() {
     };
     assert!(matches!(next_event(&mut b.payd_rx).await, PeerdApi::PeerConnected { .. }));
     let msg = |n: u8| [vec![0, 32], vec![n; 10]].concat(); // open_channel-typed bytes
-    // In order: delivered.
+                                                           // In order: delivered.
     channel_send(&a.payd, &b.node_id, session, 0, msg(1));
     channel_send(&a.payd, &b.node_id, session, 1, msg(2));
     for (seq, want) in [(0, msg(1)), (1, msg(2))] {

@@ -1,7 +1,7 @@
 //! `lcp-cli channel ...`: payment channels (devnet for now).
 
-use super::{to_json, CliError};
 use super::invoice::fmt_unix;
+use super::{to_json, CliError};
 use crate::bus::api::payd::{ChannelRow, ClosedChannelRow, PaydApi};
 use crate::bus::api::Body;
 use crate::bus::{Bus, ServiceId};

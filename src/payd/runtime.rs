@@ -18,7 +18,9 @@ use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
 use super::lnd::{LndBackend, LndConfig};
 use super::opts::PaydBackend;
 use super::{PaydConfig, PaydServiceError};
-use crate::bus::api::payd::{BalanceRow, ChannelRow, ClosedChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
+use crate::bus::api::payd::{
+    BalanceRow, ChannelRow, ClosedChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState,
+};
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;

@@ -515,7 +515,13 @@ impl Engine {
                 job.rec.payment_unresolved = false;
                 tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment stranded: {reason}");
                 if job.rec.state == RequesterState::Paying {
-                    self.job_failed(now, job, FailKind::FailedPrecondition, None, format!("payment stranded: {reason}"));
+                    self.job_failed(
+                        now,
+                        job,
+                        FailKind::FailedPrecondition,
+                        None,
+                        format!("payment stranded: {reason}"),
+                    );
                 } else {
                     self.save_requester(job, now, None);
                 }

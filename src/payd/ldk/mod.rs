@@ -1230,7 +1230,12 @@ impl Inner {
         let mut htlcs = lock(&self.htlcs).remove(&channel_id).unwrap_or_default();
         if let Ok(monitor) = self.chain_monitor.get_monitor(ChannelId(channel_id)) {
             for b in monitor.get_claimable_balances() {
-                if let Balance::MaybeTimeoutClaimableHTLC { payment_hash, outbound_payment: true, amount_satoshis, .. } = b
+                if let Balance::MaybeTimeoutClaimableHTLC {
+                    payment_hash,
+                    outbound_payment: true,
+                    amount_satoshis,
+                    ..
+                } = b
                 {
                     if !htlcs.iter().any(|(h, _)| *h == payment_hash.0) {
                         htlcs.push((payment_hash.0, amount_satoshis.saturating_mul(1000)));
