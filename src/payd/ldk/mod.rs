@@ -258,13 +258,16 @@ struct Inner {
     entropy: RandomBytes,
     /// Our committed outbound HTLCs (payment hash, amount) per channel, as of the end of the last
     /// processing round: what a force close of the channel strands (see [`Inner::channel_closed`]).
-    htlcs: Mutex<HashMap<[u8; 32], Vec<([u8; 32], u64)>>>,
+    htlcs: Mutex<HtlcsByChannel>,
 }
+
+/// Per channel id: our committed outbound HTLCs as (payment hash, amount msat).
+type HtlcsByChannel = HashMap<[u8; 32], Vec<([u8; 32], u64)>>;
 
 /// Our outbound HTLCs that are part of a commitment (the peer may hold a signed commitment with
 /// them), for every open channel (an empty list for a channel without any). HTLCs still in the
 /// holding cell are not: LDK fails them back on a close.
-fn committed_outbound_htlcs(cm: &Manager) -> HashMap<[u8; 32], Vec<([u8; 32], u64)>> {
+fn committed_outbound_htlcs(cm: &Manager) -> HtlcsByChannel {
     cm.list_channels()
         .into_iter()
         .map(|c| {
