@@ -83,7 +83,7 @@ async fn bus_host_killed_under_payments_the_channel_recovers_at_once() {
         .collect();
 
     // Whose bus host dies in each round.
-    let rounds = [true, false, true, false, true];
+    let rounds = [true, false, true, false, true, false, true, false];
     for (round, requester_side) in rounds.into_iter().enumerate() {
         // Payments are flowing: the kill lands while channel messages cross the bus.
         let before = paid.load(Ordering::Relaxed);
