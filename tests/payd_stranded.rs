@@ -171,3 +171,59 @@ async fn job_paying_over_a_force_closed_channel_ends_stranded_and_is_shown() {
     rc.close();
     pc.close();
 }
+
+/// The way the chaos run found it: payd restarts with a channel state older than its channel
+/// monitor (the ChannelManager file of before the payment) and LDK closes the channel by force at
+/// start, without the manager knowing the HTLC. The monitor knows it: the payment ends stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payd_restarted_with_a_stale_channel_manager_strands_the_payment_in_flight() {
+    let mut requester = ProcessNode::start(&[]).unwrap();
+    let mut provider = ProcessNode::start(&[]).unwrap();
+    let (rc, pc) = (requester.client().await.unwrap(), provider.client().await.unwrap());
+    let (provider_id, listen) = lcp::testkit::peerd_address(&pc).await.expect("peerd address");
+    wait_services(&rc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
+    wait_services(&pc, &[ServiceId::Peerd, ServiceId::Payd, ServiceId::Lcpd]).await.unwrap();
+    lcp::testkit::connect_with_channel(&rc, &provider_id, listen, true, 1_000_000).await.unwrap();
+    let (channel_id, _) = poll_until(PATIENCE, "usable channel", || usable_channel(&rc)).await.unwrap();
+    // Well above the dust limit, so the HTLC has an output in the commitment.
+    let amount = 5_000_000;
+    let req = PaydApi::CreateInvoice { amount_msat: amount, description_hash: [0x55; 32], expiry_secs: 600 };
+    let (bolt11, hash) = match payd(&pc, req).await.unwrap() {
+        PaydApi::Invoice { bolt11, payment_hash } => (bolt11, payment_hash),
+        other => panic!("{other:?}"),
+    };
+    let manager = requester.dir.path().join("payd").join("channel_manager.bin");
+    let stale = std::fs::read(&manager).unwrap();
+
+    provider.kill("payd").unwrap();
+    let pay = PaydApi::Pay { bolt11: bolt11.clone(), max_fee_msat: 1_000, timeout_secs: 2 };
+    let e = payd(&rc, pay).await.unwrap_err().to_string();
+    assert!(e.contains("still in flight"), "{e}");
+    // The crash, and a restart from the state of before the payment.
+    requester.kill("payd").unwrap();
+    std::fs::write(&manager, &stale).unwrap();
+    requester.start_daemon("payd").unwrap();
+
+    let p = poll_until(PATIENCE, "the payment ends", || async {
+        match payd(&rc, PaydApi::LookupPayment { payment_hash: hash }).await.ok()? {
+            PaydApi::PaymentInfo(Some(p)) if p.state != PaymentState::Pending => Some(p),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nrequester payd:\n{}", requester.log("payd")));
+    assert_eq!(p.state, PaymentState::Stranded, "{p:?}");
+    assert!(p.failure.unwrap_or_default().contains(&channel_id));
+    match payd(&rc, PaydApi::ListClosedChannels).await.unwrap() {
+        PaydApi::ClosedChannels(v) => {
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!((v[0].channel_id.as_str(), v[0].stranded_htlcs), (channel_id.as_str(), 1));
+            assert_eq!(v[0].stranded_msat, amount);
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = PaydApi::Pay { bolt11, max_fee_msat: 1_000, timeout_secs: 5 };
+    assert!(matches!(payd(&rc, again).await.unwrap(), PaydApi::PaymentStranded { .. }));
+    rc.close();
+    pc.close();
+}

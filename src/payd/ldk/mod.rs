@@ -1226,6 +1226,7 @@ impl Inner {
         counterparty: Option<PublicKey>,
         capacity_sat: Option<u64>,
         reason: &str,
+        stale_manager: bool,
     ) -> Result<(), ReplayEvent> {
         // What the ChannelManager last listed, plus the HTLCs of the channel monitor's latest
         // commitment: a ChannelManager reloaded stale after a crash closes the channel at start
@@ -1252,6 +1253,27 @@ impl Inner {
         };
         let now = now_secs();
         let store = lock(&self.store);
+        // A ChannelManager reloaded stale after a crash closes the channel at start without
+        // knowing its latest HTLCs (and the monitor offers no list of an HTLC only the peer's
+        // commitment has). LDK rebuilt those payments from the monitor as pending; at start none
+        // is being retried, so a pending payment to this peer with no HTLC on any open channel
+        // is one of them (devnet pays its channel peer directly: there is no network graph).
+        if let (true, Some(peer)) = (stale_manager, counterparty) {
+            let open = committed_outbound_htlcs(&self.cm);
+            let on_open = |h: &[u8; 32]| open.values().flatten().any(|(x, _)| x == h);
+            for p in self.cm.list_recent_payments() {
+                if let RecentPaymentDetails::Pending { payment_hash, total_msat, .. } = p {
+                    let h = payment_hash.0;
+                    if htlcs.iter().any(|(x, _)| *x == h) || on_open(&h) {
+                        continue;
+                    }
+                    let ours = store.payment(&h).map_err(fail)?;
+                    if ours.is_some_and(|r| r.status == PaymentStatus::Pending && r.payee == peer) {
+                        htlcs.push((h, total_msat));
+                    }
+                }
+            }
+        }
         let mut stranded = Vec::new();
         if self.config.network == Network::Devnet {
             let why = format!(
@@ -1348,7 +1370,14 @@ impl Inner {
                 ..
             } => {
                 tracing::info!(target: "payd::ldk", %channel_id, "channel closed: {reason}");
-                self.channel_closed(channel_id.0, counterparty_node_id, channel_capacity_sats, &reason.to_string())?;
+                let stale = matches!(reason, lightning::events::ClosureReason::OutdatedChannelManager);
+                self.channel_closed(
+                    channel_id.0,
+                    counterparty_node_id,
+                    channel_capacity_sats,
+                    &reason.to_string(),
+                    stale,
+                )?;
                 let _ = self.channel_events.send(ChannelEvent::Closed {
                     channel_id: channel_id.0,
                     user_channel_id,
