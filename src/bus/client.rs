@@ -141,6 +141,14 @@ impl Bus {
         *self.inner.epoch.borrow()
     }
 
+    /// Watches the broker epoch: it changes from 0 at the first Welcome, and again whenever this
+    /// client registers with a restarted broker. Messages that were on the bus while its host
+    /// restarted may be lost, so a service whose peers need exactly-once delivery (payd's channel
+    /// sessions) starts those over when it changes.
+    pub fn watch_epoch(&self) -> watch::Receiver<u64> {
+        self.inner.epoch.subscribe()
+    }
+
     /// The queue of requests and events for this service. Can be taken once; requests arriving
     /// while nobody holds it are answered `unimplemented`.
     pub fn take_incoming(&self) -> Option<mpsc::Receiver<Incoming>> {

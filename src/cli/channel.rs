@@ -1,7 +1,8 @@
 //! `lcp-cli channel ...`: payment channels (devnet for now).
 
+use super::invoice::fmt_unix;
 use super::{to_json, CliError};
-use crate::bus::api::payd::{ChannelRow, PaydApi};
+use crate::bus::api::payd::{ChannelRow, ClosedChannelRow, PaydApi};
 use crate::bus::api::Body;
 use crate::bus::{Bus, ServiceId};
 use std::fmt::Write as _;
@@ -17,12 +18,21 @@ pub enum ChannelCmd {
         /// Capacity in satoshis
         sats: u64,
     },
-    /// List channels
-    List,
-    /// Close a channel cooperatively (its peer must be connected)
+    /// List channels: the open ones, then those closed in the last 30 days with why (with
+    /// `--json`: the open ones only, as before; `--closed` for the closed ones)
+    List {
+        /// Only the closed channels
+        #[arg(long)]
+        closed: bool,
+    },
+    /// Close a channel cooperatively (its peer must be connected), or by force
     Close {
         /// Channel id, hex (as `channel list` shows it)
         channel_id: String,
+        /// Close without the peer: publish our latest commitment. On devnet nothing confirms
+        /// it, so payments with an HTLC in flight on the channel end `stranded`
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -47,15 +57,71 @@ fn line(c: &ChannelRow) -> String {
     )
 }
 
+fn closed_line(c: &ClosedChannelRow) -> String {
+    let mut s = format!(
+        "{}  peer {}  {} sat  closed at {}: {}",
+        c.channel_id,
+        if c.counterparty.is_empty() { "?" } else { &c.counterparty },
+        c.capacity_sat,
+        fmt_unix(c.closed_at),
+        c.reason
+    );
+    if c.stranded_htlcs > 0 {
+        let _ = write!(
+            s,
+            "  ({} HTLC(s) of ours, {} msat, stranded: never resolved without a chain)",
+            c.stranded_htlcs, c.stranded_msat
+        );
+    }
+    s
+}
+
+async fn closed(bus: &Bus, timeout: Duration) -> Result<Vec<ClosedChannelRow>, CliError> {
+    match ask_payd(bus, PaydApi::ListClosedChannels, timeout).await? {
+        PaydApi::ClosedChannels(v) => Ok(v),
+        other => Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
+    }
+}
+
 /// Runs a `channel` subcommand.
 pub async fn run(bus: &Bus, cmd: ChannelCmd, json: bool, timeout: Duration) -> Result<String, CliError> {
     let (req, wait) = match cmd {
         ChannelCmd::Open { node_id, sats } => {
             (PaydApi::OpenChannel { node_id, sats }, timeout.max(Duration::from_secs(35)))
         }
-        ChannelCmd::List => (PaydApi::ListChannels, timeout),
-        ChannelCmd::Close { channel_id } => {
+        ChannelCmd::List { closed: true } => {
+            let v = closed(bus, timeout).await?;
+            if json {
+                return to_json(&v);
+            }
+            if v.is_empty() {
+                return Ok("(no closed channels)".into());
+            }
+            return Ok(v.iter().map(closed_line).collect::<Vec<_>>().join("\n"));
+        }
+        ChannelCmd::List { closed: false } if !json => {
+            let open = match ask_payd(bus, PaydApi::ListChannels, timeout).await? {
+                PaydApi::Channels(cs) => cs,
+                other => return Err(CliError::Other(format!("unexpected answer from payd: {other:?}"))),
+            };
+            let mut out = String::new();
+            if open.is_empty() {
+                out.push_str("(no open channels)\n");
+            }
+            for c in &open {
+                let _ = writeln!(out, "{}", line(c));
+            }
+            for c in closed(bus, timeout).await? {
+                let _ = writeln!(out, "closed: {}", closed_line(&c));
+            }
+            return Ok(out.trim_end().to_string());
+        }
+        ChannelCmd::List { closed: false } => (PaydApi::ListChannels, timeout),
+        ChannelCmd::Close { channel_id, force: false } => {
             (PaydApi::CloseChannel { channel_id }, timeout.max(Duration::from_secs(35)))
+        }
+        ChannelCmd::Close { channel_id, force: true } => {
+            (PaydApi::ForceCloseChannel { channel_id }, timeout.max(Duration::from_secs(35)))
         }
     };
     match ask_payd(bus, req, wait).await? {

@@ -32,7 +32,8 @@ pub struct PaymentView {
     pub amount_msat: u64,
     /// The payee's node id, hex.
     pub payee: String,
-    /// `pending`, `succeeded` or `failed`.
+    /// `pending`, `succeeded`, `failed` or `stranded` (ended on a force-closed channel with the
+    /// HTLC in flight; see `failure`).
     pub state: &'static str,
     /// The preimage, hex, once succeeded.
     pub preimage: Option<String>,
@@ -51,6 +52,7 @@ fn state_name(s: PaymentState) -> &'static str {
         PaymentState::Pending => "pending",
         PaymentState::Succeeded => "succeeded",
         PaymentState::Failed => "failed",
+        PaymentState::Stranded => "stranded",
     }
 }
 
@@ -81,7 +83,7 @@ fn line(r: &PaymentRow) -> String {
                 let _ = write!(s, "  preimage {}", hex::encode(p));
             }
         }
-        PaymentState::Failed => {
+        PaymentState::Failed | PaymentState::Stranded => {
             let _ = write!(s, ": {}", r.failure.as_deref().unwrap_or("no reason given"));
         }
         PaymentState::Pending => {}

@@ -224,6 +224,9 @@ fn payment_lookup(payment_hash: [u8; 32], row: Option<PaymentRow>) -> PaymentLoo
         (PaymentState::Succeeded, None) => PaymentLookup::Unknown("payd reports success without a preimage".into()),
         (PaymentState::Failed, _) => PaymentLookup::NotPaid(row.failure.unwrap_or_else(|| "payment failed".into())),
         (PaymentState::Pending, _) => PaymentLookup::Pending,
+        (PaymentState::Stranded, _) => {
+            PaymentLookup::Stranded(row.failure.unwrap_or_else(|| "stranded on a closed channel".into()))
+        }
     }
 }
 
@@ -547,6 +550,7 @@ impl State {
                     let wait = Duration::from_secs(u64::from(PAY_TIMEOUT_SECS) + 10);
                     let o = match bus.request(&ServiceId::Payd, body, wait).await {
                         Ok(Body::Payd(PaydApi::Paid { preimage, .. })) => PayOutcome::Paid(preimage),
+                        Ok(Body::Payd(PaydApi::PaymentStranded { reason, .. })) => PayOutcome::Stranded(reason),
                         Ok(other) => {
                             PayOutcome::Unknown(format!("unexpected answer {}", crate::bus::broker::body_name(&other)))
                         }
@@ -869,6 +873,10 @@ mod tests {
             PaymentLookup::NotPaid("no route".into())
         );
         assert_eq!(payment_lookup(h, None), PaymentLookup::NoRecord);
+        assert_eq!(
+            payment_lookup(h, Some(row(PaymentState::Stranded, None, Some("channel closed")))),
+            PaymentLookup::Stranded("channel closed".into())
+        );
         // Answers that cannot settle it keep the question open.
         assert!(matches!(payment_lookup(h, Some(row(PaymentState::Succeeded, None, None))), PaymentLookup::Unknown(_)));
         assert!(matches!(

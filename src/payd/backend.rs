@@ -136,6 +136,16 @@ pub enum PaydError {
         /// Reason given by the backend.
         reason: String,
     },
+    /// The payment's HTLC sits on a channel that closed by force, and nothing will resolve it
+    /// (devnet has no chain): it may or may not have reached the payee, and it is never sent
+    /// again.
+    #[error("payment {payment_hash} stranded: {reason}")]
+    PaymentStranded {
+        /// Payment hash, hex.
+        payment_hash: String,
+        /// Which channel closed, and why.
+        reason: String,
+    },
     /// The backend cannot be reached or is shutting down.
     #[error("payment backend unavailable: {reason}")]
     BackendUnavailable {
@@ -438,6 +448,11 @@ pub enum PaymentStatus {
     Succeeded,
     /// Failed for good; nothing was paid.
     Failed,
+    /// Ended without an outcome: its HTLC was in flight on a channel that closed by force, and
+    /// without a chain (devnet) nothing will ever claim or time it out. Not "nothing paid": the
+    /// payee may hold the HTLC. Never sent again; a real outcome reported later (LDK fails the
+    /// HTLC back, or the payee's preimage arrives) still replaces it.
+    Stranded,
 }
 
 /// A record of an outgoing payment.
@@ -528,6 +543,13 @@ pub enum PaydEvent {
     },
     /// An outgoing payment failed for good.
     PaymentFailed {
+        /// Payment hash.
+        payment_hash: [u8; 32],
+        /// Why.
+        reason: String,
+    },
+    /// An outgoing payment was stranded on a force-closed channel ([`PaymentStatus::Stranded`]).
+    PaymentStranded {
         /// Payment hash.
         payment_hash: [u8; 32],
         /// Why.

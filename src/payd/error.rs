@@ -53,6 +53,9 @@ impl ToErrorCode for PaydError {
             | PaydError::Ldk { .. }
             | PaydError::BackendRefused { .. } => ErrorCode::FailedPrecondition,
             PaydError::Timeout { .. } | PaydError::OperationTimeout { .. } => ErrorCode::DeadlineExceeded,
+            // Not `failed_precondition`, which says nothing was paid: the outcome is not known
+            // and never will be. payd's `Pay` answers it with `PaydApi::PaymentStranded` instead.
+            PaydError::PaymentStranded { .. } => ErrorCode::DeadlineExceeded,
             // No usable channel *yet* (e.g. a peer reconnecting after a restart): nothing was sent,
             // and asking again later can succeed, so the caller must not treat it as final.
             PaydError::BackendUnavailable { .. } | PaydError::NoChannel { .. } => ErrorCode::Unavailable,

@@ -4,7 +4,10 @@
 //! `PeerConnected`, `Message` and `PeerDisconnected` from peerd goes to the engine in order, and
 //! what the engine emits goes back to peerd as `Send` (or `DropSession`) on the same session.
 //! LDK needs exactly-once, in-order delivery, so a gap in a session's sequence numbers (a message
-//! lost on the bus) ends that session; LDK's channel reestablish repairs the rest.
+//! lost on the bus) ends that session; LDK's channel reestablish repairs the rest. Messages to
+//! peerd carry sequence numbers too (`ChannelSend`), checked by peerd. A lost *last* message
+//! leaves no later number to reveal it, so when the bus broker restarts (a new epoch in its
+//! `Welcome`) every session ends at once and peerd is asked to end them as well.
 
 use super::backend::{
     ChannelBalance, ExpectedInvoice, InvoiceRecord, InvoiceStatus, PaidInvoice, PayParams, PaydError, PaydEvent,
@@ -15,7 +18,9 @@ use super::ldk::{ChannelInfo, Dispatched, LdkConfig, LdkEngine, PeerOutput};
 use super::lnd::{LndBackend, LndConfig};
 use super::opts::PaydBackend;
 use super::{PaydConfig, PaydServiceError};
-use crate::bus::api::payd::{BalanceRow, ChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState};
+use crate::bus::api::payd::{
+    BalanceRow, ChannelRow, ClosedChannelRow, InvoiceRow, InvoiceState, PaydApi, PaymentRow, PaymentState,
+};
 use crate::bus::api::{Body, PeerdApi};
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use crate::config::Network;
@@ -72,6 +77,7 @@ pub async fn run(config: PaydConfig, bus: Bus, shutdown: CancellationToken) -> R
         backend,
         ldk: Some(engine.clone()),
         next_seq: HashMap::new(),
+        send_seq: HashMap::new(),
         stale: HashSet::new(),
     };
     let r = st.run(rx, Some(out_rx), &shutdown).await;
@@ -150,6 +156,7 @@ async fn run_lnd(
         backend: backend.clone(),
         ldk: None,
         next_seq: HashMap::new(),
+        send_seq: HashMap::new(),
         stale: HashSet::new(),
     };
     let r = st.run(rx, None, &shutdown).await;
@@ -163,8 +170,10 @@ struct Bridge {
     backend: Arc<dyn PaymentBackend>,
     /// The embedded engine, when it is the backend: channels and peerd's sessions.
     ldk: Option<Arc<LdkEngine>>,
-    /// Next expected sequence number per (peer, session).
+    /// Next expected sequence number per (peer, session), from peerd.
     next_seq: HashMap<(String, u64), u64>,
+    /// Sequence number of the next channel message to peerd per (peer, session).
+    send_seq: HashMap<(String, u64), u64>,
     /// Sessions the engine never saw begin (payd restarted under them) that peerd was asked to end.
     stale: HashSet<(String, u64)>,
 }
@@ -212,6 +221,7 @@ pub fn payment_row(r: &PaymentRecord) -> PaymentRow {
             PaymentStatus::Pending => PaymentState::Pending,
             PaymentStatus::Succeeded => PaymentState::Succeeded,
             PaymentStatus::Failed => PaymentState::Failed,
+            PaymentStatus::Stranded => PaymentState::Stranded,
         },
         preimage: r.preimage,
         fee_msat: r.fee_msat,
@@ -233,7 +243,8 @@ pub fn balance_row(channels: ChannelBalance, payments: &[PaymentRecord], invoice
     for p in payments {
         match p.status {
             PaymentStatus::Pending => b.payments_pending += 1,
-            PaymentStatus::Failed => b.payments_failed += 1,
+            // Ended without succeeding (stranded: with an outcome nobody will learn).
+            PaymentStatus::Failed | PaymentStatus::Stranded => b.payments_failed += 1,
             PaymentStatus::Succeeded => {
                 b.payments_succeeded += 1;
                 b.sent_msat = b.sent_msat.saturating_add(p.amount_msat);
@@ -275,6 +286,36 @@ fn paid(p: PaidInvoice) -> PaydApi {
     }
 }
 
+/// The answer to `Pay`/`PayChecked`: a stranded payment is a definite answer of its own, not an
+/// error whose code would say "nothing was paid" (`failed_precondition`) or "ask again"
+/// (`deadline_exceeded`).
+fn pay_answer(r: Result<PaidInvoice, PaydError>) -> Result<PaydApi, RemoteError> {
+    match r {
+        Ok(p) => Ok(paid(p)),
+        Err(PaydError::PaymentStranded { payment_hash, reason }) => match hex::decode(&payment_hash) {
+            Ok(h) if h.len() == 32 => {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&h);
+                Ok(PaydApi::PaymentStranded { payment_hash: hash, reason })
+            }
+            _ => Err(remote(&PaydError::PaymentStranded { payment_hash, reason })),
+        },
+        Err(e) => Err(remote(&e)),
+    }
+}
+
+fn closed_row(c: &super::ldk::ClosedChannelRecord) -> ClosedChannelRow {
+    ClosedChannelRow {
+        channel_id: hex::encode(c.channel_id),
+        counterparty: c.counterparty.clone(),
+        capacity_sat: c.capacity_sat,
+        closed_at: c.closed_at,
+        reason: c.reason.clone(),
+        stranded_htlcs: c.stranded_htlcs,
+        stranded_msat: c.stranded_msat,
+    }
+}
+
 fn pay_timeout(timeout_secs: u32) -> Duration {
     Duration::from_secs(u64::from(timeout_secs.max(1)))
 }
@@ -284,6 +325,30 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Asks peerd for its sessions until it answers (the bus host or peerd may be down meanwhile).
+/// The receiver gets nothing if peerd answers with something else.
+fn spawn_session_check(bus: Bus) -> tokio::sync::oneshot::Receiver<Vec<crate::bus::api::peerd::PeerInfo>> {
+    let (peers_tx, peers_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        while !peers_tx.is_closed() {
+            let req = Body::Peerd(PeerdApi::ListPeers);
+            match bus.request(&ServiceId::Peerd, req, PEERS_AT_START).await {
+                Ok(Body::Peerd(PeerdApi::Peers(peers))) => {
+                    let _ = peers_tx.send(peers);
+                    return;
+                }
+                Ok(other) => {
+                    tracing::warn!(target: TARGET, "peerd answered its peer list with {other:?}");
+                    return;
+                }
+                Err(e) => tracing::debug!(target: TARGET, "peer list not available yet ({e}); asking again"),
+            }
+            tokio::time::sleep(PEERS_RETRY).await;
+        }
+    });
+    peers_rx
 }
 
 impl Bridge {
@@ -296,37 +361,19 @@ impl Bridge {
         let mut events = self.backend.subscribe();
         // Sessions peerd opened before this payd started never reached the engine (a restart of
         // payd under a running peerd): end them, so the peers reconnect and reestablish.
-        let (peers_tx, mut peers_rx) = tokio::sync::oneshot::channel::<Vec<crate::bus::api::peerd::PeerInfo>>();
-        let mut peers_done = self.ldk.is_none();
-        if self.ldk.is_some() {
-            let bus = self.bus.clone();
-            tokio::spawn(async move {
-                // Asked until peerd answers: the bus host or peerd may be down while payd starts.
-                while !peers_tx.is_closed() {
-                    let req = Body::Peerd(PeerdApi::ListPeers);
-                    match bus.request(&ServiceId::Peerd, req, PEERS_AT_START).await {
-                        Ok(Body::Peerd(PeerdApi::Peers(peers))) => {
-                            let _ = peers_tx.send(peers);
-                            return;
-                        }
-                        Ok(other) => {
-                            tracing::warn!(target: TARGET, "peerd answered its peer list with {other:?}");
-                            return;
-                        }
-                        Err(e) => tracing::debug!(target: TARGET, "peer list not available yet ({e}); asking again"),
-                    }
-                    tokio::time::sleep(PEERS_RETRY).await;
-                }
-            });
-        }
+        let mut check = self.ldk.as_ref().map(|_| spawn_session_check(self.bus.clone()));
+        let mut epoch = self.bus.watch_epoch();
+        let mut seen_epoch = *epoch.borrow_and_update();
+        let mut epoch_open = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = &mut peers_rx, if !peers_done => {
-                    peers_done = true;
+                r = async { match check.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => {
+                    check = None;
                     // peerd announced every session it lists before answering, and the bus
                     // queues the announcements before it hands over the answer: handle them
-                    // first, so only sessions from before this payd are ended.
+                    // first, so only sessions from before this payd (or before the bus host
+                    // restarted) are ended.
                     while let Ok(m) = rx.try_recv() {
                         self.on_bus(m);
                     }
@@ -334,6 +381,19 @@ impl Bridge {
                         if !self.next_seq.contains_key(&(p.node_id.clone(), p.session)) {
                             self.end_stale_session(p.node_id, p.session);
                         }
+                    }
+                }
+                changed = epoch.changed(), if epoch_open => {
+                    if changed.is_err() {
+                        epoch_open = false;
+                        continue;
+                    }
+                    let now = *epoch.borrow_and_update();
+                    let restarted = seen_epoch != 0 && now != seen_epoch;
+                    seen_epoch = now;
+                    if restarted && self.ldk.is_some() {
+                        self.bus_host_restarted();
+                        check = Some(spawn_session_check(self.bus.clone()));
                     }
                 }
                 m = rx.recv() => match m { Some(m) => self.on_bus(m), None => break },
@@ -351,12 +411,34 @@ impl Bridge {
         Ok(())
     }
 
+    /// The bus broker restarted (its host, lcpd, crashed or was restarted): channel messages that
+    /// were on the bus in either direction may be lost, and a lost last message leaves no later
+    /// sequence number to reveal it. Every session the engine holds ends at once (LDK sees the
+    /// peer disconnect), and the session check that follows asks peerd to end them too, so the
+    /// peers reconnect and LDK reestablishes the channels now rather than when the peer times out.
+    fn bus_host_restarted(&mut self) {
+        let sessions: Vec<(String, u64)> = self.next_seq.keys().cloned().collect();
+        tracing::warn!(target: TARGET, sessions = sessions.len(), "the bus broker restarted: messages on the bus may be lost; starting the channel sessions over");
+        if let Some(engine) = &self.ldk {
+            for (node_id, session) in &sessions {
+                if let Ok(pk) = parse_pk(node_id) {
+                    engine.peer_disconnected(pk, *session);
+                }
+            }
+        }
+        self.next_seq.clear();
+        self.send_seq.clear();
+        // Asked again: a DropSession sent while peerd was not yet back on the bus may be lost.
+        self.stale.clear();
+    }
+
     fn drop_session(&mut self, node_id: &str, session: u64, reason: String) {
         tracing::warn!(target: TARGET, peer = %node_id, session, "ending session: {reason}");
         if let (Ok(pk), Some(engine)) = (parse_pk(node_id), &self.ldk) {
             engine.peer_disconnected(pk, session);
         }
         self.next_seq.remove(&(node_id.to_string(), session));
+        self.send_seq.remove(&(node_id.to_string(), session));
         let ev = PeerdApi::DropSession { node_id: node_id.to_string(), session, reason };
         if let Err(e) = self.bus.send_event(&ServiceId::Peerd, Body::Peerd(ev)) {
             tracing::warn!(target: TARGET, "could not ask peerd to end the session: {e}");
@@ -389,11 +471,17 @@ impl Bridge {
     fn on_engine(&mut self, out: PeerOutput) {
         let ev = match out {
             PeerOutput::Send { node_id, session_id, raw } => {
-                PeerdApi::Send { node_id: hex::encode(node_id.serialize()), session: session_id, msg: raw }
+                let id = hex::encode(node_id.serialize());
+                // Counted even if the hand-over below fails: peerd then sees the gap.
+                let n = self.send_seq.entry((id.clone(), session_id)).or_insert(0);
+                let seq = *n;
+                *n += 1;
+                PeerdApi::ChannelSend { node_id: id, session: session_id, seq, msg: raw }
             }
             PeerOutput::Disconnect { node_id, session_id, reason } => {
                 let id = hex::encode(node_id.serialize());
                 self.next_seq.remove(&(id.clone(), session_id));
+                self.send_seq.remove(&(id.clone(), session_id));
                 PeerdApi::DropSession { node_id: id, session: session_id, reason }
             }
         };
@@ -440,6 +528,7 @@ impl Bridge {
                     engine.peer_disconnected(pk, session);
                 }
                 self.stale.remove(&(node_id.clone(), session));
+                self.send_seq.remove(&(node_id.clone(), session));
                 self.next_seq.remove(&(node_id, session));
             }
             PeerdApi::Message { node_id, session, seq, msg } => {
@@ -518,6 +607,32 @@ impl Bridge {
                     );
                 });
             }
+            PaydApi::ForceCloseChannel { channel_id } => {
+                let Some(engine) = ldk else { return reply(Err(no_channels())) };
+                let cid = match parse_channel_id(&channel_id) {
+                    Ok(c) => c,
+                    Err(e) => return reply(Err(e)),
+                };
+                tokio::spawn(async move {
+                    let r = engine.force_close_channel_and_wait(cid, CLOSE_CHANNEL_TIMEOUT).await;
+                    if let Ok(reason) = &r {
+                        tracing::warn!(target: TARGET, channel_id = %hex::encode(cid), "channel closed by force: {reason}");
+                    }
+                    reply(
+                        r.map(|reason| PaydApi::ChannelClosed { channel_id: hex::encode(cid), reason })
+                            .map_err(|e| remote(&e)),
+                    );
+                });
+            }
+            PaydApi::ListClosedChannels => match ldk {
+                Some(engine) => reply(
+                    engine
+                        .closed_channels()
+                        .map(|v| PaydApi::ClosedChannels(v.iter().map(closed_row).collect()))
+                        .map_err(|e| remote(&e)),
+                ),
+                None => reply(Err(no_channels())),
+            },
             PaydApi::CreateInvoice { amount_msat, description_hash, expiry_secs } => {
                 tokio::spawn(async move {
                     let r = backend.create_invoice(amount_msat, description_hash, expiry_secs).await;
@@ -536,7 +651,7 @@ impl Bridge {
             PaydApi::Pay { bolt11, max_fee_msat, timeout_secs } => {
                 tokio::spawn(async move {
                     let params = PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: None };
-                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                    reply(pay_answer(backend.pay(bolt11, params).await));
                 });
             }
             PaydApi::PayChecked {
@@ -556,7 +671,7 @@ impl Bridge {
                 tokio::spawn(async move {
                     let params =
                         PayParams { max_fee_msat, timeout: pay_timeout(timeout_secs), expected: Some(expected) };
-                    reply(backend.pay(bolt11, params).await.map(paid).map_err(|e| remote(&e)));
+                    reply(pay_answer(backend.pay(bolt11, params).await));
                 });
             }
             PaydApi::ListInvoices => {

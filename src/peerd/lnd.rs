@@ -562,6 +562,11 @@ impl State {
         let from = m.from.clone();
         match (m.corr, m.body) {
             (Corr::Event, Body::Peerd(PeerdApi::Send { node_id, session, msg })) => self.send(&node_id, session, msg),
+            // Channel messages never cross this transport (payd runs its lnd backend): `send`
+            // refuses them with a warning.
+            (Corr::Event, Body::Peerd(PeerdApi::ChannelSend { node_id, session, msg, .. })) => {
+                self.send(&node_id, session, msg)
+            }
             (Corr::Event, Body::Peerd(PeerdApi::DropSession { node_id, session, reason })) => {
                 let node = node_id.to_lowercase();
                 if self.sessions.get(&node).is_some_and(|s| s.info.session == session) {

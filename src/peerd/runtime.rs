@@ -7,7 +7,8 @@
 //! LCP types to lcpd, channel types (and `error`/`warning`, which concern channels) to payd, each
 //! with a per-session sequence number; gossip and unknown odd types are ignored; an unknown even
 //! type ends the connection. `Send` events from the services go out in arrival order through a
-//! bounded per-peer queue; a peer that cannot keep up is disconnected. Persistent peers are
+//! bounded per-peer queue; a peer that cannot keep up is disconnected. payd's `ChannelSend` events
+//! carry a per-session sequence number: a gap ends the session. Persistent peers are
 //! redialed with exponential backoff. Each connection keeps the last `lcp_manifest` it received
 //! (`LcpManifests`, for an lcpd that restarts while the connection lives on); `Reconnect` (lcpd
 //! lacks a peer's manifest that nothing else brings back) drops the connection and redials it
@@ -79,6 +80,8 @@ struct Peer {
     seq_payd: u64,
     /// The last `lcp_manifest` received on this connection (for a restarted lcpd).
     lcp_manifest: Option<Vec<u8>>,
+    /// The sequence number the next `ChannelSend` from payd must carry.
+    seq_from_payd: u64,
 }
 
 struct State {
@@ -370,7 +373,8 @@ impl State {
         tracing::info!(target: TARGET, peer = %node, session, inbound, "peer connected");
         self.reply(reply, Ok(PeerdApi::Connected(info.clone())));
         self.emit(PeerdApi::PeerConnected { peer: info.clone(), their_init }, &[ServiceId::Lcpd, ServiceId::Payd]);
-        self.peers.insert(node, Peer { info, handle, out, seq_lcpd: 0, seq_payd: 0, lcp_manifest: None });
+        let peer = Peer { info, handle, out, seq_lcpd: 0, seq_payd: 0, lcp_manifest: None, seq_from_payd: 0 };
+        self.peers.insert(node, peer);
     }
 
     fn route(&mut self, node: NodeId, session: u64, msg: RawMessage) {
@@ -422,6 +426,11 @@ impl State {
         let from = m.from.clone();
         match (m.corr, m.body) {
             (Corr::Event, Body::Peerd(PeerdApi::Send { node_id, session, msg })) => self.send(&node_id, session, msg),
+            (Corr::Event, Body::Peerd(PeerdApi::ChannelSend { node_id, session, seq, msg })) => {
+                if self.channel_seq_ok(&node_id, session, seq) {
+                    self.send(&node_id, session, msg)
+                }
+            }
             (Corr::Event, Body::Peerd(PeerdApi::DropSession { node_id, session, reason })) => {
                 if let Some(p) = parse_node_id(&node_id).ok().and_then(|n| self.peers.get(&n)) {
                     if p.info.session == session {
@@ -448,6 +457,24 @@ impl State {
             (Corr::Request(id), other) => refuse_foreign(&self.bus, &from, id, &other),
             (_, _) => tracing::debug!(target: TARGET, %from, "event ignored"),
         }
+    }
+
+    /// Checks the sequence number of a channel message from payd. A gap means a message was lost
+    /// on the bus (its host restarted): LDK needs every channel message exactly once, so the
+    /// session ends and the channel is reestablished on the next one. Messages of other sessions
+    /// are left to [`State::send`], which drops them.
+    fn channel_seq_ok(&mut self, node_id: &str, session: u64, seq: u64) -> bool {
+        let Some(peer) = parse_node_id(node_id).ok().and_then(|n| self.peers.get_mut(&n)) else { return true };
+        if peer.info.session != session {
+            return true;
+        }
+        if seq != peer.seq_from_payd {
+            tracing::warn!(target: TARGET, peer = %node_id, session, "channel message {} from payd lost on the bus (got {seq}): ending the session", peer.seq_from_payd);
+            peer.handle.abort();
+            return false;
+        }
+        peer.seq_from_payd += 1;
+        true
     }
 
     fn send(&mut self, node_id: &str, session: u64, msg: Vec<u8>) {
@@ -547,6 +574,7 @@ pub(crate) fn variant_name(p: &PeerdApi) -> &'static str {
         PeerdApi::DropSession { .. } => "DropSession",
         PeerdApi::Manifests(_) => "Manifests",
         PeerdApi::Reconnect { .. } => "Reconnect",
+        PeerdApi::ChannelSend { .. } => "ChannelSend",
         PeerdApi::Connect { .. } | PeerdApi::Disconnect { .. } | PeerdApi::ListPeers | PeerdApi::LcpManifests => {
             "request"
         }

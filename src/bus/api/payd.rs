@@ -21,6 +21,26 @@ pub struct ChannelRow {
     pub is_outbound: bool,
 }
 
+/// A channel that closed, kept listed for 30 days (like lnd's `closedchannels`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedChannelRow {
+    /// Channel id, hex.
+    pub channel_id: String,
+    /// The other side's node id, hex (empty if not known).
+    pub counterparty: String,
+    /// Capacity in satoshis.
+    pub capacity_sat: u64,
+    /// Unix seconds.
+    pub closed_at: u64,
+    /// Why it closed (LDK's closure reason).
+    pub reason: String,
+    /// Our HTLCs that were in flight on it when it closed: on devnet nothing resolves them, and
+    /// their payments are `Stranded`.
+    pub stranded_htlcs: u64,
+    /// Their total, msat.
+    pub stranded_msat: u64,
+}
+
 /// State of an invoice payd issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvoiceState {
@@ -64,6 +84,10 @@ pub enum PaymentState {
     Succeeded,
     /// Failed for good; nothing was paid.
     Failed,
+    /// Ended without an outcome: its HTLC was in flight on a channel that closed by force, and
+    /// nothing will resolve it (devnet has no chain). It may have reached the payee; it is never
+    /// sent again. `failure` says which channel closed and why.
+    Stranded,
 }
 
 /// An outgoing payment as payd records it.
@@ -106,7 +130,7 @@ pub struct BalanceRow {
     pub payments_pending: u32,
     /// Outgoing payments that succeeded.
     pub payments_succeeded: u32,
-    /// Outgoing payments that failed.
+    /// Outgoing payments that failed, or ended stranded on a closed channel.
     pub payments_failed: u32,
     /// Amount sent by succeeded payments (without fees), msat.
     pub sent_msat: u64,
@@ -242,4 +266,24 @@ pub enum PaydApi {
     /// payd ->: the payment, or `None` if payd never recorded one for that hash (then nothing was
     /// paid).
     PaymentInfo(Option<PaymentRow>),
+    /// payd ->: the answer to [`PaydApi::Pay`] or [`PaydApi::PayChecked`] for a payment that is
+    /// stranded ([`PaymentState::Stranded`]): it ended without an outcome and is never sent again.
+    PaymentStranded {
+        /// Payment hash.
+        payment_hash: [u8; 32],
+        /// Which channel closed, and why.
+        reason: String,
+    },
+    /// -> payd: close a channel by force (embedded engine): our latest commitment is "broadcast"
+    /// without asking the peer; on devnet nothing confirms it, so HTLCs in flight on it are
+    /// stranded. Answered with [`PaydApi::ChannelClosed`].
+    ForceCloseChannel {
+        /// Channel id, hex.
+        channel_id: String,
+    },
+    /// -> payd: channels that closed in the last 30 days, most recent first. Answered with
+    /// [`PaydApi::ClosedChannels`].
+    ListClosedChannels,
+    /// payd ->.
+    ClosedChannels(Vec<ClosedChannelRow>),
 }

@@ -6,7 +6,9 @@
 //! starting at 0, so the receiver can tell a gap (a message lost on the bus) from silence; LDK
 //! needs exactly-once, in-order delivery, so payd treats a gap as a disconnect. Messages to a peer
 //! are [`PeerdApi::Send`] events, written to the connection in the order they arrive; a `Send`
-//! for a session that has ended is dropped.
+//! for a session that has ended is dropped. payd's channel messages go as
+//! [`PeerdApi::ChannelSend`], which carries a per-session sequence number of its own, so peerd
+//! detects a gap in that direction too and ends the session.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,5 +129,18 @@ pub enum PeerdApi {
         session: u64,
         /// Why, one line (logged).
         reason: String,
+    },
+    /// payd -> peerd, event: send a channel message to a peer on a session. Like
+    /// [`PeerdApi::Send`], with `seq` counting 0, 1, 2... per session: a gap (a message lost on the
+    /// bus) makes peerd end the session, since LDK needs every channel message exactly once.
+    ChannelSend {
+        /// Node id, hex.
+        node_id: String,
+        /// The session it is for; dropped if that session has ended.
+        session: u64,
+        /// 0, 1, 2, ... per session.
+        seq: u64,
+        /// The whole message: u16 type, then the payload.
+        msg: Vec<u8>,
     },
 }

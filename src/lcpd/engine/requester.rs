@@ -58,6 +58,9 @@ pub enum PayOutcome {
     Failed(String),
     /// Not known yet (timeout, payd unreachable): tried again later, never paid twice.
     Unknown(String),
+    /// payd ended it without an outcome: its HTLC is stranded on a channel closed by force that
+    /// nothing will resolve (devnet has no chain). The job fails, not as "nothing paid".
+    Stranded(String),
 }
 
 /// What payd's record says of a payment, fed back with [`Engine::payment_looked_up`].
@@ -74,6 +77,8 @@ pub enum PaymentLookup {
     Pending,
     /// payd did not answer.
     Unknown(String),
+    /// payd's record says stranded (see [`PayOutcome::Stranded`]).
+    Stranded(String),
 }
 
 /// First wait before asking payd again about a payment whose outcome is unknown; it doubles up to
@@ -508,6 +513,23 @@ impl Engine {
             PayOutcome::Unknown(reason) => {
                 tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment outcome unknown, will ask again: {reason}");
             }
+            PayOutcome::Stranded(reason) => {
+                // Definite: nothing will tell more, so stop asking. The money may be gone, so the
+                // failure is not `PaymentFailed` (which says nothing was paid).
+                job.rec.payment_unresolved = false;
+                tracing::warn!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment stranded: {reason}");
+                if job.rec.state == RequesterState::Paying {
+                    self.job_failed(
+                        now,
+                        job,
+                        FailKind::FailedPrecondition,
+                        None,
+                        format!("payment stranded: {reason}"),
+                    );
+                } else {
+                    self.save_requester(job, now, None);
+                }
+            }
         }
     }
 
@@ -517,6 +539,7 @@ impl Engine {
         job.lookup_in_flight = false;
         match lookup {
             PaymentLookup::Paid(preimage) => self.pay_outcome(now, &mut job, PayOutcome::Paid(preimage)),
+            PaymentLookup::Stranded(reason) => self.pay_outcome(now, &mut job, PayOutcome::Stranded(reason)),
             // A payment still being asked for (`Paying`) waits for payd's answer to the Pay.
             PaymentLookup::NotPaid(reason) if job.rec.state != RequesterState::Paying => {
                 tracing::info!(target: "lcpd", job = %hex::encode(&job_id[..8]), "payment of an ended job not made: {reason}");

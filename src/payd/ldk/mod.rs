@@ -24,7 +24,7 @@ pub use bridge::{
 pub use chain::{
     fabricate_funding_tx, inbound_channel_decision, keys_seed_from_node_secret, InboundChannelDecision, TrustPolicy,
 };
-pub use store::{Store, SCHEMA_VERSION};
+pub use store::{ClosedChannelRecord, Store, CLOSED_CHANNEL_KEEP_SECS, SCHEMA_VERSION};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ use lightning::bitcoin::hashes::{sha256, Hash};
 use lightning::bitcoin::secp256k1::{PublicKey, SecretKey};
 use lightning::bitcoin::BlockHash;
 use lightning::chain::chainmonitor::ChainMonitor;
-use lightning::chain::channelmonitor::ChannelMonitor;
+use lightning::chain::channelmonitor::{Balance, ChannelMonitor};
 use lightning::chain::{BestBlock, Filter, Watch};
 use lightning::events::{Event, EventsProvider, ReplayEvent};
 use lightning::ln::channelmanager::{
@@ -256,6 +256,30 @@ struct Inner {
     manager_writes: AtomicU64,
     rounds: AtomicU64,
     entropy: RandomBytes,
+    /// Our committed outbound HTLCs (payment hash, amount) per channel, as of the end of the last
+    /// processing round: what a force close of the channel strands (see [`Inner::channel_closed`]).
+    htlcs: Mutex<HtlcsByChannel>,
+}
+
+/// Per channel id: our committed outbound HTLCs as (payment hash, amount msat).
+type HtlcsByChannel = HashMap<[u8; 32], Vec<([u8; 32], u64)>>;
+
+/// Our outbound HTLCs that are part of a commitment (the peer may hold a signed commitment with
+/// them), for every open channel (an empty list for a channel without any). HTLCs still in the
+/// holding cell are not: LDK fails them back on a close.
+fn committed_outbound_htlcs(cm: &Manager) -> HtlcsByChannel {
+    cm.list_channels()
+        .into_iter()
+        .map(|c| {
+            let htlcs = c
+                .pending_outbound_htlcs
+                .iter()
+                .filter(|h| h.htlc_id.is_some())
+                .map(|h| (h.payment_hash.0, h.amount_msat))
+                .collect();
+            (c.channel_id.0, htlcs)
+        })
+        .collect()
 }
 
 /// The LDK channel engine (see the module documentation).
@@ -413,6 +437,7 @@ impl LdkEngine {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (channel_events, _) = broadcast::channel(EVENT_CAPACITY);
         let timer_tick = config.timer_tick;
+        let htlcs = committed_outbound_htlcs(&cm);
         let inner = Arc::new(Inner {
             config,
             node_id,
@@ -432,6 +457,7 @@ impl LdkEngine {
             manager_writes: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             entropy: RandomBytes::new(keys_seed_from_node_secret(&entropy_seed)),
+            htlcs: Mutex::new(htlcs),
         });
         // Write the initial state, and handle whatever the reload left pending.
         inner.persist_manager(true)?;
@@ -728,6 +754,62 @@ impl LdkEngine {
             .map_err(|_| PaydError::OperationTimeout { what: "channel close", after: timeout })?
     }
 
+    /// Close a channel by force (our latest commitment is handed to the broadcaster, without the
+    /// peer) and wait until LDK reports it closed; returns LDK's reason. On devnet nothing
+    /// confirms the commitment, so our HTLCs in flight on the channel are stranded.
+    pub async fn force_close_channel_and_wait(
+        &self,
+        channel_id: [u8; 32],
+        timeout: Duration,
+    ) -> Result<String, PaydError> {
+        self.ensure_running()?;
+        let peer = self
+            .channels()
+            .into_iter()
+            .find(|c| c.channel_id == channel_id)
+            .map(|c| c.counterparty)
+            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        let mut rx = self.inner.channel_events.subscribe();
+        {
+            // Not while a round runs: the round's list of HTLCs per channel must see the channel
+            // with every HTLC whose messages leave in it.
+            let _g = lock(&self.inner.process_lock);
+            self.inner
+                .cm
+                .force_close_broadcasting_latest_txn(
+                    &ChannelId(channel_id),
+                    &peer,
+                    "closed by force by the operator".into(),
+                )
+                .map_err(|e| PaydError::Ldk { op: "force_close", reason: format!("{e:?}") })?;
+        }
+        self.inner.process();
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(ChannelEvent::Closed { channel_id: c, reason, .. }) if c == channel_id => return Ok(reason),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.channels().iter().any(|c| c.channel_id == channel_id) {
+                            return Ok("closed".to_string());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() })
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| PaydError::OperationTimeout { what: "channel force close", after: timeout })?
+    }
+
+    /// Channels closed in the last [`CLOSED_CHANNEL_KEEP_SECS`], most recent first.
+    pub fn closed_channels(&self) -> Result<Vec<ClosedChannelRecord>, PaydError> {
+        lock(&self.inner.store).closed_channels()
+    }
+
     /// All channels.
     pub fn channels(&self) -> Vec<ChannelInfo> {
         self.inner
@@ -848,6 +930,7 @@ impl LdkEngine {
                                 reason: rec.failure.unwrap_or_else(|| "unknown".into()),
                             })
                         }
+                        PaymentStatus::Stranded => return Err(stranded_from(&rec)),
                         PaymentStatus::Pending => {}
                     }
                 }
@@ -855,6 +938,7 @@ impl LdkEngine {
                     match rx.recv().await {
                         Ok(PaydEvent::PaymentSucceeded { payment_hash, .. })
                         | Ok(PaydEvent::PaymentFailed { payment_hash, .. })
+                        | Ok(PaydEvent::PaymentStranded { payment_hash, .. })
                             if payment_hash == hash =>
                         {
                             break
@@ -908,6 +992,8 @@ impl LdkEngine {
                 payment_hash: hex::encode(hash),
                 reason: rec.failure.unwrap_or_else(|| "unknown".into()),
             }))),
+            // Never sent again: its HTLC may still be claimed on the closed channel.
+            Some(rec) if rec.status == PaymentStatus::Stranded => Ok(Started::Done(Err(stranded_from(&rec)))),
             Some(_) if self.ldk_knows_payment(hash) => Ok(Started::InFlight),
             // Recorded but never handed to LDK (a crash in between): send it now.
             Some(_) => self.send_payment(invoice, hash, params),
@@ -955,6 +1041,13 @@ enum Started {
     InFlight,
     /// Nothing was sent, and no attempt is recorded.
     Refused(PaydError),
+}
+
+fn stranded_from(rec: &PaymentRecord) -> PaydError {
+    PaydError::PaymentStranded {
+        payment_hash: hex::encode(rec.payment_hash),
+        reason: rec.failure.clone().unwrap_or_else(|| "stranded on a closed channel".into()),
+    }
 }
 
 fn paid_from(rec: &PaymentRecord) -> Result<PaidInvoice, PaydError> {
@@ -1105,6 +1198,11 @@ impl Inner {
                     return;
                 }
             };
+            // Before the round's messages leave: an HTLC whose update_add goes out now is listed.
+            // A channel no longer listed keeps its entry until its close is handled, even if it
+            // closed while this round ran.
+            let fresh = committed_outbound_htlcs(&self.cm);
+            lock(&self.htlcs).extend(fresh);
             let progressed = !outputs.is_empty() || handled.load(Ordering::Relaxed) > 0 || persisted;
             for o in outputs {
                 if self.out.send(o).is_err() {
@@ -1115,6 +1213,95 @@ impl Inner {
                 return;
             }
         }
+    }
+
+    /// A channel closed: it is kept in the store for the operator with its reason, and, on a
+    /// network without a chain source (devnet), every payment whose HTLC was committed on it and
+    /// is still pending becomes `stranded`: nothing will ever claim or time out that HTLC, so
+    /// waiting for it would leave the payment (and the job that paid) pending forever. With a
+    /// chain, LDK resolves such HTLCs on chain and reports the outcome as usual.
+    fn channel_closed(
+        &self,
+        channel_id: [u8; 32],
+        counterparty: Option<PublicKey>,
+        capacity_sat: Option<u64>,
+        reason: &str,
+        stale_manager: bool,
+    ) -> Result<(), ReplayEvent> {
+        // What the ChannelManager last listed, plus the HTLCs of the channel monitor's latest
+        // commitment: a ChannelManager reloaded stale after a crash closes the channel at start
+        // without knowing its latest HTLCs, which the monitor still has.
+        let mut htlcs = lock(&self.htlcs).remove(&channel_id).unwrap_or_default();
+        if let Ok(monitor) = self.chain_monitor.get_monitor(ChannelId(channel_id)) {
+            for b in monitor.get_claimable_balances() {
+                if let Balance::MaybeTimeoutClaimableHTLC {
+                    payment_hash,
+                    outbound_payment: true,
+                    amount_satoshis,
+                    ..
+                } = b
+                {
+                    if !htlcs.iter().any(|(h, _)| *h == payment_hash.0) {
+                        htlcs.push((payment_hash.0, amount_satoshis.saturating_mul(1000)));
+                    }
+                }
+            }
+        }
+        let fail = |e: PaydError| {
+            tracing::error!(target: "payd::ldk", "{e}");
+            ReplayEvent()
+        };
+        let now = now_secs();
+        let store = lock(&self.store);
+        // A ChannelManager reloaded stale after a crash closes the channel at start without
+        // knowing its latest HTLCs (and the monitor offers no list of an HTLC only the peer's
+        // commitment has). LDK rebuilt those payments from the monitor as pending; at start none
+        // is being retried, so a pending payment to this peer with no HTLC on any open channel
+        // is one of them (devnet pays its channel peer directly: there is no network graph).
+        if let (true, Some(peer)) = (stale_manager, counterparty) {
+            let open = committed_outbound_htlcs(&self.cm);
+            let on_open = |h: &[u8; 32]| open.values().flatten().any(|(x, _)| x == h);
+            for p in self.cm.list_recent_payments() {
+                if let RecentPaymentDetails::Pending { payment_hash, total_msat, .. } = p {
+                    let h = payment_hash.0;
+                    if htlcs.iter().any(|(x, _)| *x == h) || on_open(&h) {
+                        continue;
+                    }
+                    let ours = store.payment(&h).map_err(fail)?;
+                    if ours.is_some_and(|r| r.status == PaymentStatus::Pending && r.payee == peer) {
+                        htlcs.push((h, total_msat));
+                    }
+                }
+            }
+        }
+        let mut stranded = Vec::new();
+        if self.config.network == Network::Devnet {
+            let why = format!(
+                "channel {} closed by force with the HTLC in flight ({reason}); devnet has no chain to resolve it",
+                hex::encode(channel_id)
+            );
+            for (hash, amount) in &htlcs {
+                if store.payment_stranded(hash, &why, now).map_err(fail)? {
+                    tracing::warn!(target: "payd::ldk", payment_hash = %hex::encode(hash), amount_msat = amount, "payment stranded: {why}");
+                    stranded.push((*hash, why.clone()));
+                }
+            }
+        }
+        let rec = ClosedChannelRecord {
+            channel_id,
+            counterparty: counterparty.map(|c| hex::encode(c.serialize())).unwrap_or_default(),
+            capacity_sat: capacity_sat.unwrap_or(0),
+            closed_at: now,
+            reason: reason.to_string(),
+            stranded_htlcs: htlcs.len() as u64,
+            stranded_msat: htlcs.iter().map(|(_, a)| *a).sum(),
+        };
+        store.insert_closed_channel(&rec).map_err(fail)?;
+        drop(store);
+        for (payment_hash, reason) in stranded {
+            let _ = self.events.send(PaydEvent::PaymentStranded { payment_hash, reason });
+        }
+        Ok(())
     }
 
     fn handle_event(&self, event: Event) -> Result<(), ReplayEvent> {
@@ -1174,8 +1361,23 @@ impl Inner {
                     counterparty: counterparty_node_id,
                 });
             }
-            Event::ChannelClosed { channel_id, user_channel_id, reason, .. } => {
+            Event::ChannelClosed {
+                channel_id,
+                user_channel_id,
+                reason,
+                counterparty_node_id,
+                channel_capacity_sats,
+                ..
+            } => {
                 tracing::info!(target: "payd::ldk", %channel_id, "channel closed: {reason}");
+                let stale = matches!(reason, lightning::events::ClosureReason::OutdatedChannelManager);
+                self.channel_closed(
+                    channel_id.0,
+                    counterparty_node_id,
+                    channel_capacity_sats,
+                    &reason.to_string(),
+                    stale,
+                )?;
                 let _ = self.channel_events.send(ChannelEvent::Closed {
                     channel_id: channel_id.0,
                     user_channel_id,
@@ -1219,6 +1421,7 @@ impl Inner {
                 }
             }
             Event::PaymentFailed { payment_id, reason, .. } => {
+                // Also replaces `stranded`: LDK failed the HTLC back after all.
                 let hash = payment_id.0;
                 let reason = format!("{reason:?}");
                 let changed = lock(&self.store).payment_failed(&hash, &reason, now_secs()).map_err(|e| {

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::payd::backend::{InvoiceRecord, InvoiceStatus, PaydError, PaymentRecord, PaymentStatus};
 
 /// Current schema version.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE invoices (
@@ -39,6 +39,61 @@ CREATE TABLE payments (
     updated_at INTEGER NOT NULL
 );
 ";
+
+/// v2: payments may be `stranded` (their HTLC sits on a force-closed channel that nothing can
+/// resolve on devnet), and closed channels are kept with their close reason. SQLite cannot change
+/// a CHECK constraint, so the payments table is rebuilt (row ids kept, so the listing order is).
+const SCHEMA_V2: &str = "
+CREATE TABLE payments_v2 (
+    payment_hash BLOB PRIMARY KEY NOT NULL CHECK (length(payment_hash) = 32),
+    bolt11 TEXT NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    payee TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'stranded')),
+    preimage BLOB,
+    fee_msat INTEGER,
+    failure TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+INSERT INTO payments_v2 (rowid, payment_hash, bolt11, amount_msat, payee, status, preimage, fee_msat, failure,
+    created_at, updated_at)
+    SELECT rowid, payment_hash, bolt11, amount_msat, payee, status, preimage, fee_msat, failure, created_at,
+    updated_at FROM payments;
+DROP TABLE payments;
+ALTER TABLE payments_v2 RENAME TO payments;
+CREATE TABLE closed_channels (
+    channel_id BLOB PRIMARY KEY NOT NULL CHECK (length(channel_id) = 32),
+    counterparty TEXT NOT NULL,
+    capacity_sat INTEGER NOT NULL,
+    closed_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    stranded_htlcs INTEGER NOT NULL,
+    stranded_msat INTEGER NOT NULL
+);
+";
+
+/// How long a closed channel stays listed.
+pub const CLOSED_CHANNEL_KEEP_SECS: u64 = 30 * 24 * 3600;
+
+/// A channel that closed, as kept for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedChannelRecord {
+    /// The channel id.
+    pub channel_id: [u8; 32],
+    /// The peer, hex (empty if LDK did not say).
+    pub counterparty: String,
+    /// Channel size.
+    pub capacity_sat: u64,
+    /// Unix seconds.
+    pub closed_at: u64,
+    /// Why (LDK's closure reason).
+    pub reason: String,
+    /// Our HTLCs in flight on it when it closed, which only the chain could resolve.
+    pub stranded_htlcs: u64,
+    /// Their total.
+    pub stranded_msat: u64,
+}
 
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> PaydError {
     move |source| PaydError::Storage { context, source }
@@ -121,6 +176,7 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<PaymentRecord> {
         "pending" => PaymentStatus::Pending,
         "succeeded" => PaymentStatus::Succeeded,
         "failed" => PaymentStatus::Failed,
+        "stranded" => PaymentStatus::Stranded,
         other => return Err(conv(4, format!("unknown payment status {other:?}"))),
     };
     let preimage: Option<Vec<u8>> = row.get(5)?;
@@ -178,6 +234,12 @@ impl Store {
             let tx = self.conn.transaction().map_err(db("starting migration"))?;
             tx.execute_batch(SCHEMA_V1).map_err(db("creating schema v1"))?;
             tx.execute("INSERT INTO schema_version (version) VALUES (1)", []).map_err(db("recording schema v1"))?;
+            tx.commit().map_err(db("committing migration"))?;
+        }
+        if from < 2 {
+            let tx = self.conn.transaction().map_err(db("starting migration"))?;
+            tx.execute_batch(SCHEMA_V2).map_err(db("migrating to schema v2"))?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (2)", []).map_err(db("recording schema v2"))?;
             tx.commit().map_err(db("committing migration"))?;
         }
         Ok(())
@@ -293,17 +355,80 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Mark a pending payment failed. Returns `true` if this changed the record.
+    /// Mark a pending (or stranded) payment failed. Returns `true` if this changed the record.
     pub fn payment_failed(&self, payment_hash: &[u8; 32], reason: &str, now: u64) -> Result<bool, PaydError> {
         let n = self
             .conn
             .execute(
                 "UPDATE payments SET status = 'failed', failure = ?2, updated_at = ?3 \
-                 WHERE payment_hash = ?1 AND status = 'pending'",
+                 WHERE payment_hash = ?1 AND status IN ('pending', 'stranded')",
                 params![&payment_hash[..], reason, to_i64("updated_at", now)?],
             )
             .map_err(db("recording a payment failure"))?;
         Ok(n == 1)
+    }
+
+    /// Mark a pending payment stranded. Returns `true` if this changed the record.
+    pub fn payment_stranded(&self, payment_hash: &[u8; 32], reason: &str, now: u64) -> Result<bool, PaydError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE payments SET status = 'stranded', failure = ?2, updated_at = ?3 \
+                 WHERE payment_hash = ?1 AND status = 'pending'",
+                params![&payment_hash[..], reason, to_i64("updated_at", now)?],
+            )
+            .map_err(db("recording a stranded payment"))?;
+        Ok(n == 1)
+    }
+
+    /// Record a closed channel (once; a repeated close event keeps the first record) and forget
+    /// those closed longer than [`CLOSED_CHANNEL_KEEP_SECS`] ago.
+    pub fn insert_closed_channel(&self, c: &ClosedChannelRecord) -> Result<(), PaydError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO closed_channels (channel_id, counterparty, capacity_sat, closed_at, reason, \
+                 stranded_htlcs, stranded_msat) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    &c.channel_id[..],
+                    c.counterparty,
+                    to_i64("capacity_sat", c.capacity_sat)?,
+                    to_i64("closed_at", c.closed_at)?,
+                    c.reason,
+                    to_i64("stranded_htlcs", c.stranded_htlcs)?,
+                    to_i64("stranded_msat", c.stranded_msat)?,
+                ],
+            )
+            .map_err(db("recording a closed channel"))?;
+        let before = c.closed_at.saturating_sub(CLOSED_CHANNEL_KEEP_SECS);
+        self.conn
+            .execute("DELETE FROM closed_channels WHERE closed_at < ?1", params![to_i64("closed_at", before)?])
+            .map_err(db("forgetting old closed channels"))?;
+        Ok(())
+    }
+
+    /// Closed channels, most recent first.
+    pub fn closed_channels(&self) -> Result<Vec<ClosedChannelRecord>, PaydError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT channel_id, counterparty, capacity_sat, closed_at, reason, stranded_htlcs, stranded_msat \
+                 FROM closed_channels ORDER BY closed_at DESC, rowid DESC",
+            )
+            .map_err(db("listing closed channels"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(ClosedChannelRecord {
+                    channel_id: hash32(row, 0)?,
+                    counterparty: row.get(1)?,
+                    capacity_sat: u64_col(row, 2)?,
+                    closed_at: u64_col(row, 3)?,
+                    reason: row.get(4)?,
+                    stranded_htlcs: u64_col(row, 5)?,
+                    stranded_msat: u64_col(row, 6)?,
+                })
+            })
+            .map_err(db("listing closed channels"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db("reading a closed channel row"))
     }
 
     /// Look up a payment.
@@ -410,6 +535,86 @@ mod tests {
         assert!(s.invoice(&[3; 32], 0).expect("get").is_some());
         let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("pragma");
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn stranded_payment_is_definite_until_a_real_outcome_arrives() {
+        let s = Store::open_in_memory().expect("db");
+        let mut rec = PaymentRecord {
+            payment_hash: [7; 32],
+            bolt11: "lnbcrt1".into(),
+            amount_msat: 42,
+            payee: payee(),
+            status: PaymentStatus::Pending,
+            preimage: None,
+            fee_msat: None,
+            failure: None,
+            created_at: 10,
+            updated_at: 10,
+        };
+        assert!(s.insert_pending_payment(&rec).expect("insert"));
+        assert!(s.payment_stranded(&[7; 32], "channel force-closed", 11).expect("stranded"));
+        assert!(!s.payment_stranded(&[7; 32], "again", 12).expect("once"));
+        let got = s.payment(&[7; 32]).expect("get").expect("present");
+        assert_eq!((got.status, got.failure.as_deref()), (PaymentStatus::Stranded, Some("channel force-closed")));
+        // The chain (or LDK failing it back) still decides: a later real outcome replaces it.
+        assert!(s.payment_failed(&[7; 32], "failed back", 13).expect("failed"));
+        assert_eq!(s.payment(&[7; 32]).expect("get").expect("present").status, PaymentStatus::Failed);
+        rec.payment_hash = [8; 32];
+        assert!(s.insert_pending_payment(&rec).expect("insert"));
+        assert!(s.payment_stranded(&[8; 32], "x", 11).expect("stranded"));
+        assert!(s.payment_succeeded(&[8; 32], &[9; 32], 0, 14).expect("succeeded"));
+        // Neither outcome is downgraded to stranded.
+        assert!(!s.payment_stranded(&[8; 32], "late", 15).expect("no downgrade"));
+        assert!(!s.payment_stranded(&[7; 32], "late", 15).expect("no downgrade"));
+    }
+
+    #[test]
+    fn closed_channels_are_kept_once_and_for_a_while() {
+        let s = Store::open_in_memory().expect("db");
+        let c = |id: u8, at: u64| ClosedChannelRecord {
+            channel_id: [id; 32],
+            counterparty: "02ab".into(),
+            capacity_sat: 1000,
+            closed_at: at,
+            reason: format!("closed {id}"),
+            stranded_htlcs: 1,
+            stranded_msat: 5,
+        };
+        s.insert_closed_channel(&c(1, 100)).expect("insert");
+        s.insert_closed_channel(&c(2, 200)).expect("insert");
+        let mut again = c(1, 300);
+        again.reason = "repeated".into();
+        s.insert_closed_channel(&again).expect("repeat");
+        assert_eq!(s.closed_channels().expect("list"), vec![c(2, 200), c(1, 100)]);
+        s.insert_closed_channel(&c(3, 200 + CLOSED_CHANNEL_KEEP_SECS)).expect("insert");
+        assert_eq!(s.closed_channels().expect("list"), vec![c(3, 200 + CLOSED_CHANNEL_KEEP_SECS), c(2, 200)]);
+    }
+
+    #[test]
+    fn version_1_database_migrates_keeping_payments_and_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("payd.sqlite");
+        {
+            let conn = Connection::open(&path).expect("raw");
+            conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL);").expect("sv");
+            conn.execute_batch(SCHEMA_V1).expect("v1");
+            conn.execute("INSERT INTO schema_version (version) VALUES (1)", []).expect("v1 recorded");
+            for (h, status) in [(2u8, "failed"), (1u8, "pending")] {
+                conn.execute(
+                    "INSERT INTO payments (payment_hash, bolt11, amount_msat, payee, status, created_at, updated_at) \
+                     VALUES (?1, 'lnbcrt1', 5, ?2, ?3, 10, 10)",
+                    params![&[h; 32][..], payee().to_string(), status],
+                )
+                .expect("row");
+            }
+        }
+        let s = Store::open(&path).expect("migrated");
+        assert_eq!(s.schema_version().expect("version"), 2);
+        let got: Vec<_> = s.payments().expect("list").into_iter().map(|p| (p.payment_hash[0], p.status)).collect();
+        assert_eq!(got, vec![(2, PaymentStatus::Failed), (1, PaymentStatus::Pending)]);
+        assert!(s.payment_stranded(&[1; 32], "x", 11).expect("the new state is allowed"));
+        assert!(s.closed_channels().expect("new table").is_empty());
     }
 
     #[test]
