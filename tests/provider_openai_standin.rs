@@ -101,3 +101,86 @@ async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_com
     assert!(status.success(), "{status:?}");
     assert!(!provider.log("lcpnode").contains(KEY), "the API key is never logged");
 }
+
+/// A provider's failed jobs leave a line in its log (warn, with the job id, the phase and the
+/// reason): a paid job whose upstream answers 500, and a quote refused for an unknown model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_are_logged_at_the_provider_with_job_id_phase_and_reason() {
+    let _up = Upstream::start(|_| Script::Respond {
+        status: 500,
+        content_type: "application/json",
+        body: br#"{"error":{"message":"the model crashed"}}"#.to_vec(),
+    })
+    .await;
+    let base_url = format!("{}/v1", _up.base_url());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--compute-backend",
+        "openai",
+        "--openai-base-url",
+        &base_url,
+        "--model-price",
+        PRICE,
+    ];
+    let provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
+    let pc = provider.client().await.expect("provider bus");
+    let (provider_id, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", provider.log("lcpnode")));
+    let requester = InProcessNode::start().expect("requester");
+    let rc = requester.client().await.expect("requester bus");
+    wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
+    connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.expect("channel");
+    wait_offer(&rc, &provider_id, MODEL).await.expect("manifest");
+
+    let cli = |extra: Vec<String>| {
+        let dir = requester.dir.path().to_path_buf();
+        let id = provider_id.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+                .arg("--datadir")
+                .arg(&dir)
+                .args(["--json", "job", "run", &id, "-m", MODEL])
+                .args(extra)
+                .env_remove("LCP_CONFIG")
+                .output()
+                .expect("lcp-cli runs")
+        })
+    };
+    // A paid job whose upstream fails.
+    let out = cli(vec!["-p".into(), PROMPT.into()]).await.expect("join");
+    assert!(!out.status.success(), "the job failed");
+    let rows =
+        match rc.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListJobs { limit: 10 }), Duration::from_secs(5)).await {
+            Ok(Body::Lcpd(LcpdApi::Jobs(rows))) => rows,
+            other => panic!("{other:?}"),
+        };
+    let job = rows.iter().find(|r| r.role == JobRole::Requester).expect("the requester's job");
+    let id = hex::encode(job.job_id);
+    let found = lcp::testkit::wait_until(Duration::from_secs(10), "the provider's warn line", || {
+        provider
+            .log("lcpnode")
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("paid job failed") && l.contains(&id))
+    });
+    let log = provider.log("lcpnode");
+    assert!(found.is_ok(), "{log}");
+    let line = log.lines().find(|l| l.contains("paid job failed") && l.contains(&id)).unwrap_or_default();
+    assert!(line.contains("phase=") && line.contains("running") && line.contains("500"), "{line}");
+
+    // A quote refused before anything is paid: the request asks for more output tokens than the
+    // provider sells (only the provider knows its maximum).
+    let body = requester.dir.path().join("big.json");
+    let json = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"x"}}],"max_tokens":100000}}"#);
+    std::fs::write(&body, json).expect("body file");
+    let out = cli(vec!["-i".into(), body.display().to_string()]).await.expect("join");
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let found = lcp::testkit::wait_until(Duration::from_secs(10), "the provider's refusal line", || {
+        provider
+            .log("lcpnode")
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("job refused") && l.contains("quote"))
+    });
+    assert!(found.is_ok(), "{}", provider.log("lcpnode"));
+    rc.close();
+    pc.close();
+}
