@@ -21,7 +21,8 @@ pub struct JobArgs {
     /// Task kind
     #[arg(long, default_value = v02::TASK_OPENAI_CHAT)]
     pub task_kind: String,
-    /// A user message; the request body is built from it (chat completions)
+    /// A user message; the request body of the task kind is built from it (chat completions:
+    /// `messages`; responses: `input`)
     #[arg(long, short = 'p', conflicts_with = "input")]
     pub prompt: Option<String>,
     /// The request body from a file (`-` for stdin)
@@ -89,10 +90,20 @@ fn parse_id(s: &str) -> Result<[u8; 32], CliError> {
 fn input_of(a: &JobArgs) -> Result<Vec<u8>, CliError> {
     match (&a.prompt, &a.input) {
         (Some(p), _) => {
-            let mut body = serde_json::json!({
-                "model": a.model,
-                "messages": [{"role": "user", "content": p}],
-            });
+            let mut body = match a.task_kind.as_str() {
+                v02::TASK_OPENAI_CHAT => serde_json::json!({
+                    "model": a.model,
+                    "messages": [{"role": "user", "content": p}],
+                }),
+                v02::TASK_OPENAI_RESPONSES => serde_json::json!({"model": a.model, "input": p}),
+                other => {
+                    return Err(CliError::Other(format!(
+                        "--prompt builds a request for {} or {} only; give --input FILE for {other}",
+                        v02::TASK_OPENAI_CHAT,
+                        v02::TASK_OPENAI_RESPONSES
+                    )))
+                }
+            };
             if a.stream {
                 body["stream"] = serde_json::Value::Bool(true);
             }
@@ -249,7 +260,7 @@ pub async fn run(bus: &Bus, cmd: JobCmd, json: bool, timeout: Duration) -> Resul
 
 async fn quote(bus: &Bus, a: &JobArgs) -> Result<QuoteRow, CliError> {
     let args = QuoteArgs {
-        peer: a.peer.clone(),
+        peer: super::parse_node_id(&a.peer)?,
         task_kind: a.task_kind.clone(),
         model: Some(a.model.clone()),
         input: input_of(a)?,

@@ -207,9 +207,42 @@ pub fn parse_hex32(what: &str, s: &str) -> Result<[u8; 32], CliError> {
     b.try_into().map_err(|_| CliError::Other(format!("{what} must be 32 bytes (64 hex digits)")))
 }
 
-/// Pretty JSON for `--json` output.
+/// Pretty JSON for `--json` output. Ids and hashes (32-byte values, which the bus rows carry as
+/// byte arrays) are printed as hex, as everywhere else.
 pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))
+    let mut v = serde_json::to_value(v).map_err(|e| CliError::Other(e.to_string()))?;
+    hex_ids(&mut v);
+    serde_json::to_string_pretty(&v).map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Replaces every array of exactly 32 byte values with its hex string.
+fn hex_ids(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => {
+            let bytes: Option<Vec<u8>> = (a.len() == 32)
+                .then(|| a.iter().map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok())).collect())
+                .flatten();
+            match bytes {
+                Some(b) => *v = Value::String(hex::encode(b)),
+                None => a.iter_mut().for_each(hex_ids),
+            }
+        }
+        Value::Object(o) => o.values_mut().for_each(hex_ids),
+        _ => {}
+    }
+}
+
+/// Parses a node id: 66 hex digits of a compressed public key.
+pub fn parse_node_id(s: &str) -> Result<String, CliError> {
+    let malformed = |why: &str| CliError::Other(format!("node id {s:?} is malformed: {why}"));
+    let s = s.trim();
+    if s.len() != 66 {
+        return Err(malformed("want 66 hex digits (a compressed public key)"));
+    }
+    let b = hex::decode(s).map_err(|_| malformed("not hex"))?;
+    lightning::bitcoin::secp256k1::PublicKey::from_slice(&b).map_err(|_| malformed("not a public key"))?;
+    Ok(s.to_ascii_lowercase())
 }
 
 fn unreachable_offline() -> Result<String, CliError> {
