@@ -751,6 +751,7 @@ impl Engine {
             let stream = d.open.remove(i);
             match stream.finish(m) {
                 Ok(done) => {
+                    tracing::info!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), stream = %hex::encode(&done.stream_id[..8]), "result stream complete");
                     if d.forwarded == Some(done.stream_id) {
                         e.notify(job_id, Notice::End { len: done.data.len() as u64, sha256: done.sha256 });
                     }
@@ -776,6 +777,12 @@ impl Engine {
                     }
                     let d = &mut job.deliveries;
                     let id = ok.result_stream_id;
+                    if d.has_verified() {
+                        // Delivered again (the job asked again) after a delivery verified: the
+                        // stream of this one was not taken.
+                        tracing::info!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), "a result delivered again ignored: one verified already");
+                        return;
+                    }
                     // A result of a delivery already ended (a repeat, or its stream failed).
                     if d.ended.contains(&id) {
                         return;
