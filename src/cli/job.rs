@@ -309,7 +309,8 @@ async fn execute(
     let mut rx = bus.take_incoming().ok_or_else(|| CliError::Other("bus queue taken".into()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(job_timeout) + 15);
     let execute_req = |deadline: tokio::time::Instant| {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().max(1);
+        // What is left of the job's own time (the client's deadline has 15 s more).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().saturating_sub(15).max(1);
         LcpdApi::Execute { job_id, max_price_msat, timeout_secs: Some(u32::try_from(left).unwrap_or(job_timeout)) }
     };
     let mut epoch = bus.broker_epoch();
