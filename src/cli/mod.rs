@@ -271,3 +271,49 @@ pub async fn connect(cfg: &NodeConfig, explicit_bus: bool, timeout: Duration) ->
     }
     Ok((bus, ep))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_prints_32_byte_values_as_hex() {
+        #[derive(serde::Serialize)]
+        struct Row {
+            job_id: [u8; 32],
+            preimage: Option<[u8; 32]>,
+            none: Option<[u8; 32]>,
+            runs: Vec<[u8; 32]>,
+            short: Vec<u8>,
+            counts: Vec<u32>,
+        }
+        let row = Row {
+            job_id: [0xab; 32],
+            preimage: Some([1; 32]),
+            none: None,
+            runs: vec![[2; 32]],
+            short: vec![1, 2, 3],
+            counts: vec![300; 32],
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&row).expect("json")).expect("parses");
+        assert_eq!(v["job_id"], "ab".repeat(32));
+        assert_eq!(v["preimage"], "01".repeat(32));
+        assert_eq!(v["none"], serde_json::Value::Null);
+        assert_eq!(v["runs"][0], "02".repeat(32));
+        assert_eq!(v["short"], serde_json::json!([1, 2, 3]));
+        // 32 numbers that are not bytes stay numbers.
+        assert_eq!(v["counts"][0], 300);
+    }
+
+    #[test]
+    fn node_ids_are_checked() {
+        let key = "02".to_string() + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+        assert_eq!(parse_node_id(&key.to_uppercase()).expect("a key"), key);
+        for (bad, why) in
+            [("02abc", "66 hex digits"), (&"zz".repeat(33)[..], "not hex"), (&"05".repeat(33)[..], "not a public key")]
+        {
+            let e = parse_node_id(bad).expect_err(bad).to_string();
+            assert!(e.contains("is malformed") && e.contains(why), "{e}");
+        }
+    }
+}
