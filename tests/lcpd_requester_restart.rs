@@ -213,59 +213,63 @@ async fn requester_lcpd_killed_right_after_paying_gets_the_result_delivered_twic
 
 /// `lcp-cli job run` whose lcpd is killed and started again while the job runs: the client
 /// watches its job again once the bus is back and prints the result, well before its timeout.
+/// Three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_job_run_gets_its_result_after_lcpd_restarts() {
-    let mut n = nodes().await;
-    let fifo = n.provider.dir.path().join("gate-cli");
-    make_fifo(&fifo).expect("fifo");
-    let input = n.requester.dir.path().join("input.txt");
-    std::fs::write(&input, format!("{}\n", fifo.display())).expect("input");
-    let child = std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
-        .arg("--datadir")
-        .arg(n.requester.dir.path())
-        .args(["--json", "job", "run", &n.provider_id, "-m", "gate", "--task-kind", GATE_TASK, "-i"])
-        .arg(&input)
-        .args(["--job-timeout", "120"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("lcp-cli");
-    // The CLI's job is paid (payd has the preimage) and runs at the provider.
-    let running = poll_until(LONG, "the job paid and awaiting its result", || async {
-        match lcpd(&n.rc, LcpdApi::ListJobs { limit: 10 }).await.ok()? {
-            LcpdApi::Jobs(rows) => rows.into_iter().find(|r| r.state == "awaiting_result"),
-            _ => None,
-        }
-    })
-    .await
-    .expect("paid");
-    wait_state(&n.pc, running.job_id, JobRole::Provider, "running").await;
-    n.requester.kill("lcpd").expect("kill lcpd");
-    let restarted = Instant::now();
-    n.requester.start_daemon("lcpd").expect("start lcpd");
-    let _gate = FifoRelease::open(fifo, "after-the-restart");
-    // Well before the CLI's own timeout (120 s + 15 s).
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        Duration::from_secs(45),
-        tokio::task::spawn_blocking(move || child.wait_with_output().expect("output")),
-    )
-    .await;
-    let out = match waited {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            // SAFETY: kill(2) on the CLI this test started.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("lcp-cli did not finish within 45 s of lcpd's restart\n{}", logs(&n));
-        }
-    };
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(restarted.elapsed() < Duration::from_secs(45));
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(v["job_id"].as_str(), Some(hex::encode(running.job_id).as_str()));
-    assert_eq!(v["result"], "after-the-restart");
-    assert_eq!(v["preimage_matches"], true, "{v}");
-    let (r, _) = wait_state(&n.rc, running.job_id, JobRole::Requester, "done").await;
-    assert_eq!(r.payment_hash, running.payment_hash);
+    // Three rounds, on fresh nodes each (see above).
+    for _ in 0..3 {
+        let mut n = nodes().await;
+        let fifo = n.provider.dir.path().join("gate-cli");
+        make_fifo(&fifo).expect("fifo");
+        let input = n.requester.dir.path().join("input.txt");
+        std::fs::write(&input, format!("{}\n", fifo.display())).expect("input");
+        let child = std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+            .arg("--datadir")
+            .arg(n.requester.dir.path())
+            .args(["--json", "job", "run", &n.provider_id, "-m", "gate", "--task-kind", GATE_TASK, "-i"])
+            .arg(&input)
+            .args(["--job-timeout", "120"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lcp-cli");
+        // The CLI's job is paid (payd has the preimage) and runs at the provider.
+        let running = poll_until(LONG, "the job paid and awaiting its result", || async {
+            match lcpd(&n.rc, LcpdApi::ListJobs { limit: 10 }).await.ok()? {
+                LcpdApi::Jobs(rows) => rows.into_iter().find(|r| r.state == "awaiting_result"),
+                _ => None,
+            }
+        })
+        .await
+        .expect("paid");
+        wait_state(&n.pc, running.job_id, JobRole::Provider, "running").await;
+        n.requester.kill("lcpd").expect("kill lcpd");
+        let restarted = Instant::now();
+        n.requester.start_daemon("lcpd").expect("start lcpd");
+        let _gate = FifoRelease::open(fifo, "after-the-restart");
+        // Well before the CLI's own timeout (120 s + 15 s).
+        let pid = child.id();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(45),
+            tokio::task::spawn_blocking(move || child.wait_with_output().expect("output")),
+        )
+        .await;
+        let out = match waited {
+            Ok(out) => out.expect("wait"),
+            Err(_) => {
+                // SAFETY: kill(2) on the CLI this test started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                panic!("lcp-cli did not finish within 45 s of lcpd's restart\n{}", logs(&n));
+            }
+        };
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+        assert!(restarted.elapsed() < Duration::from_secs(45));
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(v["job_id"].as_str(), Some(hex::encode(running.job_id).as_str()));
+        assert_eq!(v["result"], "after-the-restart");
+        assert_eq!(v["preimage_matches"], true, "{v}");
+        let (r, _) = wait_state(&n.rc, running.job_id, JobRole::Requester, "done").await;
+        assert_eq!(r.payment_hash, running.payment_hash);
+    }
 }
