@@ -21,7 +21,8 @@ pub struct JobArgs {
     /// Task kind
     #[arg(long, default_value = v02::TASK_OPENAI_CHAT)]
     pub task_kind: String,
-    /// A user message; the request body is built from it (chat completions)
+    /// A user message; the request body of the task kind is built from it (chat completions:
+    /// `messages`; responses: `input`)
     #[arg(long, short = 'p', conflicts_with = "input")]
     pub prompt: Option<String>,
     /// The request body from a file (`-` for stdin)
@@ -89,10 +90,20 @@ fn parse_id(s: &str) -> Result<[u8; 32], CliError> {
 fn input_of(a: &JobArgs) -> Result<Vec<u8>, CliError> {
     match (&a.prompt, &a.input) {
         (Some(p), _) => {
-            let mut body = serde_json::json!({
-                "model": a.model,
-                "messages": [{"role": "user", "content": p}],
-            });
+            let mut body = match a.task_kind.as_str() {
+                v02::TASK_OPENAI_CHAT => serde_json::json!({
+                    "model": a.model,
+                    "messages": [{"role": "user", "content": p}],
+                }),
+                v02::TASK_OPENAI_RESPONSES => serde_json::json!({"model": a.model, "input": p}),
+                other => {
+                    return Err(CliError::Other(format!(
+                        "--prompt builds a request for {} or {} only; give --input FILE for {other}",
+                        v02::TASK_OPENAI_CHAT,
+                        v02::TASK_OPENAI_RESPONSES
+                    )))
+                }
+            };
             if a.stream {
                 body["stream"] = serde_json::Value::Bool(true);
             }
@@ -249,7 +260,7 @@ pub async fn run(bus: &Bus, cmd: JobCmd, json: bool, timeout: Duration) -> Resul
 
 async fn quote(bus: &Bus, a: &JobArgs) -> Result<QuoteRow, CliError> {
     let args = QuoteArgs {
-        peer: a.peer.clone(),
+        peer: super::parse_node_id(&a.peer)?,
         task_kind: a.task_kind.clone(),
         model: Some(a.model.clone()),
         input: input_of(a)?,
@@ -264,8 +275,26 @@ async fn quote(bus: &Bus, a: &JobArgs) -> Result<QuoteRow, CliError> {
     }
 }
 
+/// How long one `Execute` may wait for lcpd's answer.
+const EXECUTE_WAIT: Duration = Duration::from_secs(45);
+
+/// Whether an error from lcpd is its answer (final) rather than lcpd or its bus being away.
+fn is_answer(e: &CliError) -> bool {
+    use crate::bus::{BusError, ErrorCode};
+    match e {
+        CliError::Bus(BusError::Remote(r)) => !matches!(r.code, ErrorCode::Unavailable | ErrorCode::Unimplemented),
+        CliError::Bus(_) => false,
+        _ => true,
+    }
+}
+
 /// Pays and streams: result bytes to stdout as they arrive, a progress line on stderr when it is
 /// a terminal, a summary on stderr at the end (or everything as JSON with `--json`).
+///
+/// lcpd hosts the bus: when it restarts (the broker's epoch changes) the job's events stop, so
+/// the client sends `Execute` again for the same job id. That never pays twice (a paying or paid
+/// job is only watched again, a finished one sends its stored result again), and the bytes
+/// already printed are not printed again. Errors name the job id, for `job show`.
 async fn execute(
     bus: &Bus,
     job_id: [u8; 32],
@@ -275,26 +304,58 @@ async fn execute(
     json: bool,
     started: Instant,
 ) -> Result<String, CliError> {
+    let id_hex = hex::encode(job_id);
+    let named = |e: String| CliError::Other(format!("job {id_hex}: {e}"));
     let mut rx = bus.take_incoming().ok_or_else(|| CliError::Other("bus queue taken".into()))?;
-    let req = LcpdApi::Execute { job_id, max_price_msat, timeout_secs: Some(job_timeout) };
-    match lcpd(bus, req, Duration::from_secs(45)).await? {
-        LcpdApi::Executing { .. } => {}
-        other => return Err(CliError::Other(format!("unexpected answer from lcpd: {other:?}"))),
-    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(job_timeout) + 15);
+    let execute_req = |deadline: tokio::time::Instant| {
+        // What is left of the job's own time (the client's deadline has 15 s more).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().saturating_sub(15).max(1);
+        LcpdApi::Execute { job_id, max_price_msat, timeout_secs: Some(u32::try_from(left).unwrap_or(job_timeout)) }
+    };
+    let mut epoch = bus.broker_epoch();
+    // Whether the job's events are (believed to be) coming; false while lcpd is away.
+    let mut attached = match lcpd(bus, execute_req(deadline), EXECUTE_WAIT).await {
+        Ok(LcpdApi::Executing { .. }) => true,
+        Ok(other) => return Err(CliError::Other(format!("unexpected answer from lcpd: {other:?}"))),
+        Err(e) if is_answer(&e) => return Err(named(e.to_string())),
+        // Lost with lcpd: asked again once its bus is back.
+        Err(_) => false,
+    };
     let mut progress = Progress::new(json, started);
     let mut stdout = std::io::stdout();
-    let (mut result, mut paid) = (Vec::new(), None);
+    // The current stream's bytes, and how many of them went to stdout (a stream sent again after
+    // a re-attach starts over; what was printed is not printed twice).
+    let (mut result, mut written, mut paid) = (Vec::new(), 0usize, None);
     loop {
+        let now_epoch = bus.broker_epoch();
+        if !attached || now_epoch != epoch {
+            epoch = now_epoch;
+            match lcpd(bus, execute_req(deadline), Progress::TICK * 8).await {
+                Ok(LcpdApi::Executing { .. }) => {
+                    attached = true;
+                    if !json {
+                        eprintln!("\nlcpd restarted; watching job {id_hex} again");
+                    }
+                }
+                Ok(other) => return Err(CliError::Other(format!("unexpected answer from lcpd: {other:?}"))),
+                Err(e) if is_answer(&e) => return Err(named(e.to_string())),
+                Err(_) => attached = false,
+            }
+        }
         let wake = deadline.min(tokio::time::Instant::now() + Progress::TICK);
         let m = match tokio::time::timeout_at(wake, rx.recv()).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Err(CliError::Other("the bus closed before the job finished".into())),
+            Ok(None) => return Err(named("the bus closed before the job finished".into())),
             Err(_) if wake < deadline => {
                 progress.draw(false);
                 continue;
             }
-            Err(_) => return Err(CliError::Other("timed out waiting for the result".into())),
+            Err(_) => {
+                return Err(named(format!(
+                    "timed out waiting for the result (`lcp-cli job show {id_hex}` shows where it is)"
+                )))
+            }
         };
         let Body::Lcpd(LcpdApi::JobEvent { job_id: j, event }) = m.body else { continue };
         if j != job_id {
@@ -302,21 +363,39 @@ async fn execute(
         }
         match event {
             JobEvent::Paid { payment_hash, preimage, price_msat } => paid = Some((payment_hash, preimage, price_msat)),
-            JobEvent::Begin { .. } | JobEvent::End { .. } => {}
+            JobEvent::Begin { .. } => result.clear(),
+            JobEvent::End { .. } => {}
             JobEvent::Chunk(data) => {
-                progress.add(data.len());
-                if json {
-                    result.extend_from_slice(&data);
-                } else {
-                    // A closed stdout (`| head`) ends the output, not the job.
-                    let _ = stdout.write_all(&data).and_then(|()| stdout.flush());
+                result.extend_from_slice(&data);
+                if result.len() > written {
+                    progress.add(result.len() - written);
+                    if !json {
+                        // A closed stdout (`| head`) ends the output, not the job.
+                        let _ = stdout.write_all(&result[written..]).and_then(|()| stdout.flush());
+                    }
+                    written = result.len();
                 }
             }
             JobEvent::Result(outcome) => {
                 progress.finish();
+                if paid.is_none() {
+                    // Paid before a re-attach: the record has the proof.
+                    paid = paid_record(bus, job_id).await;
+                }
                 return finish(job_id, q, paid, outcome, result, json, started);
             }
         }
+    }
+}
+
+/// The payment of a job we requested, from lcpd's record.
+async fn paid_record(bus: &Bus, job_id: [u8; 32]) -> Option<([u8; 32], [u8; 32], u64)> {
+    match lcpd(bus, LcpdApi::GetJob { job_id, with_result: false }, EXECUTE_WAIT).await.ok()? {
+        LcpdApi::Job { rows, .. } => rows
+            .into_iter()
+            .find(|r| r.role == crate::bus::api::lcpd::JobRole::Requester)
+            .and_then(|r| r.preimage.map(|p| (r.payment_hash, p, r.price_msat))),
+        _ => None,
     }
 }
 
@@ -365,9 +444,9 @@ fn finish(
             Ok(String::new())
         }
         JobOutcomeRow::Failed { lcp_code, message, .. } => Err(CliError::Other(match lcp_code {
-            Some(c) => format!("job failed (lcp_error {c}): {message}"),
-            None => format!("job failed: {message}"),
+            Some(c) => format!("job {} failed (lcp_error {c}): {message}", hex::encode(job_id)),
+            None => format!("job {} failed: {message}", hex::encode(job_id)),
         })),
-        JobOutcomeRow::Cancelled => Err(CliError::Other("job cancelled".into())),
+        JobOutcomeRow::Cancelled => Err(CliError::Other(format!("job {} cancelled", hex::encode(job_id)))),
     }
 }

@@ -207,9 +207,42 @@ pub fn parse_hex32(what: &str, s: &str) -> Result<[u8; 32], CliError> {
     b.try_into().map_err(|_| CliError::Other(format!("{what} must be 32 bytes (64 hex digits)")))
 }
 
-/// Pretty JSON for `--json` output.
+/// Pretty JSON for `--json` output. Ids and hashes (32-byte values, which the bus rows carry as
+/// byte arrays) are printed as hex, as everywhere else.
 pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))
+    let mut v = serde_json::to_value(v).map_err(|e| CliError::Other(e.to_string()))?;
+    hex_ids(&mut v);
+    serde_json::to_string_pretty(&v).map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Replaces every array of exactly 32 byte values with its hex string.
+fn hex_ids(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => {
+            let bytes: Option<Vec<u8>> = (a.len() == 32)
+                .then(|| a.iter().map(|x| x.as_u64().and_then(|n| u8::try_from(n).ok())).collect())
+                .flatten();
+            match bytes {
+                Some(b) => *v = Value::String(hex::encode(b)),
+                None => a.iter_mut().for_each(hex_ids),
+            }
+        }
+        Value::Object(o) => o.values_mut().for_each(hex_ids),
+        _ => {}
+    }
+}
+
+/// Parses a node id: 66 hex digits of a compressed public key.
+pub fn parse_node_id(s: &str) -> Result<String, CliError> {
+    let malformed = |why: &str| CliError::Other(format!("node id {s:?} is malformed: {why}"));
+    let s = s.trim();
+    if s.len() != 66 {
+        return Err(malformed("want 66 hex digits (a compressed public key)"));
+    }
+    let b = hex::decode(s).map_err(|_| malformed("not hex"))?;
+    lightning::bitcoin::secp256k1::PublicKey::from_slice(&b).map_err(|_| malformed("not a public key"))?;
+    Ok(s.to_ascii_lowercase())
 }
 
 fn unreachable_offline() -> Result<String, CliError> {
@@ -237,4 +270,50 @@ pub async fn connect(cfg: &NodeConfig, explicit_bus: bool, timeout: Duration) ->
         return Err(CliError::Unreachable { endpoint: ep.to_string(), why: e.to_string() });
     }
     Ok((bus, ep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_output_prints_32_byte_values_as_hex() {
+        #[derive(serde::Serialize)]
+        struct Row {
+            job_id: [u8; 32],
+            preimage: Option<[u8; 32]>,
+            none: Option<[u8; 32]>,
+            runs: Vec<[u8; 32]>,
+            short: Vec<u8>,
+            counts: Vec<u32>,
+        }
+        let row = Row {
+            job_id: [0xab; 32],
+            preimage: Some([1; 32]),
+            none: None,
+            runs: vec![[2; 32]],
+            short: vec![1, 2, 3],
+            counts: vec![300; 32],
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&row).expect("json")).expect("parses");
+        assert_eq!(v["job_id"], "ab".repeat(32));
+        assert_eq!(v["preimage"], "01".repeat(32));
+        assert_eq!(v["none"], serde_json::Value::Null);
+        assert_eq!(v["runs"][0], "02".repeat(32));
+        assert_eq!(v["short"], serde_json::json!([1, 2, 3]));
+        // 32 numbers that are not bytes stay numbers.
+        assert_eq!(v["counts"][0], 300);
+    }
+
+    #[test]
+    fn node_ids_are_checked() {
+        let key = "02".to_string() + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+        assert_eq!(parse_node_id(&key.to_uppercase()).expect("a key"), key);
+        for (bad, why) in
+            [("02abc", "66 hex digits"), (&"zz".repeat(33)[..], "not hex"), (&"05".repeat(33)[..], "not a public key")]
+        {
+            let e = parse_node_id(bad).expect_err(bad).to_string();
+            assert!(e.contains("is malformed") && e.contains(why), "{e}");
+        }
+    }
 }

@@ -8,6 +8,16 @@
 //! `lcp_result(failed)` (both end the job); a provider may stop silently (our deadline ends the
 //! job); cancel does not wait for `lcp_result(cancelled)`; `lcp_result` may come before or
 //! after `stream_end`.
+//!
+//! A result may be delivered more than once (the provider re-sends a stored result on a new
+//! stream when a requester that restarted or reconnected asks again, and the first delivery may
+//! still be on its way). Each `lcp_result(ok)` is paired with its own stream by
+//! `result_stream_id`, and the first pair that verifies is the result; a delivery that does not
+//! verify (cut short, a chunk lost, a mismatch) is dropped while another may still come. The job
+//! fails only when every delivery expected has come and none verified (or at the deadline).
+//! Deliveries expected: one for the payment, one more for every time the job asks again. On a
+//! link, a stream's `stream_begin` comes before its `lcp_result`, so a result naming a stream
+//! that has not begun ends its delivery unverified.
 
 use super::records::{RequesterRecord, RequesterState};
 use super::{Engine, FailKind, Notice, Out, Outcome};
@@ -90,6 +100,129 @@ pub const LOOKUP_MAX_SECS: u64 = 300;
 /// (a `Pay` that timed out at lcpd may reach a slow payd later).
 pub const LOOKUP_ABSENT_GRACE_SECS: u64 = 600;
 
+/// Most result streams of one job held at a time (in progress or complete, awaiting their
+/// `lcp_result` or the payment): a bound on memory against a provider that opens many.
+pub const MAX_RESULT_STREAMS: usize = 4;
+/// Most deliveries of one job remembered as ended (their stream ids), so a late message of one
+/// is not counted twice.
+const MAX_ENDED_DELIVERIES: usize = 64;
+
+/// The result deliveries of a paid (or paying) job: streams and `lcp_result(ok)`s, paired by
+/// stream id.
+#[derive(Debug, Default)]
+struct Deliveries {
+    /// Streams in progress.
+    open: Vec<Reassembler>,
+    /// Complete streams (length and hash checked), awaiting their `lcp_result`.
+    complete: Vec<ReassembledStream>,
+    /// `lcp_result(ok)`s whose stream is in `open` or `complete`.
+    results: Vec<ResultOk>,
+    /// Stream ids of deliveries that ended unverified or whose `lcp_result` came.
+    ended: Vec<[u8; 32]>,
+    /// How many deliveries ended (`ended.len()`, not bounded).
+    ended_count: u32,
+    /// How many deliveries may come: one for the payment, one per request sent again.
+    expected: u32,
+    /// The stream whose bytes go to the caller as they arrive.
+    forwarded: Option<[u8; 32]>,
+    /// Why the last delivery that ended unverified did not verify.
+    problem: Option<(ErrorCode, String)>,
+}
+
+impl Deliveries {
+    fn knows(&self, id: &[u8; 32]) -> bool {
+        self.open.iter().any(|s| s.stream_id() == *id)
+            || self.complete.iter().any(|s| s.stream_id == *id)
+            || self.ended.contains(id)
+    }
+
+    /// Whether a complete stream and its `lcp_result` agree.
+    fn has_verified(&self) -> bool {
+        self.complete
+            .iter()
+            .any(|s| self.results.iter().any(|r| r.result_stream_id == s.stream_id && result_problem(s, r).is_none()))
+    }
+
+    /// Counts the delivery of stream `id` as ended (once).
+    fn end(&mut self, id: [u8; 32]) {
+        if self.ended.contains(&id) {
+            return;
+        }
+        if self.ended.len() < MAX_ENDED_DELIVERIES {
+            self.ended.push(id);
+        }
+        self.ended_count = self.ended_count.saturating_add(1);
+    }
+
+    /// The delivery of stream `id` ended unverified: everything of it goes.
+    fn drop_unverified(&mut self, id: [u8; 32], code: ErrorCode, message: String) {
+        self.open.retain(|s| s.stream_id() != id);
+        self.complete.retain(|s| s.stream_id != id);
+        self.results.retain(|r| r.result_stream_id != id);
+        if self.forwarded == Some(id) {
+            self.forwarded = None;
+        }
+        self.end(id);
+        self.problem = Some((code, message));
+    }
+
+    /// The first complete stream whose `lcp_result` names it and agrees with it; pairs that
+    /// disagree are dropped.
+    fn verified(&mut self) -> Option<usize> {
+        loop {
+            let pair = self.complete.iter().enumerate().find_map(|(i, s)| {
+                self.results.iter().find(|r| r.result_stream_id == s.stream_id).map(|r| (i, result_problem(s, r)))
+            });
+            match pair {
+                None => return None,
+                Some((i, None)) => return Some(i),
+                Some((i, Some(p))) => {
+                    let id = self.complete[i].stream_id;
+                    self.drop_unverified(id, ErrorCode::ChecksumMismatch, p.to_string());
+                }
+            }
+        }
+    }
+
+    /// No delivery that may still come can verify: every delivery expected ended and nothing
+    /// is in progress.
+    fn hopeless(&self) -> bool {
+        self.open.is_empty() && self.ended_count > 0 && self.ended_count >= self.expected
+    }
+
+    /// One more delivery may come (the job asks again).
+    fn expect_one_more(&mut self) {
+        self.expected = self.expected.saturating_add(1);
+    }
+
+    /// A lost connection cuts the streams in progress (their rest never comes).
+    fn cut(&mut self) {
+        let ids: Vec<[u8; 32]> = self.open.iter().map(|s| s.stream_id()).collect();
+        self.open.clear();
+        self.results.retain(|r| !ids.contains(&r.result_stream_id));
+        if self.forwarded.is_some_and(|f| ids.contains(&f)) {
+            self.forwarded = None;
+        }
+    }
+}
+
+/// Why a complete stream and the `lcp_result` naming it disagree.
+fn result_problem(stream: &ReassembledStream, ok: &ResultOk) -> Option<&'static str> {
+    if stream.sha256 != ok.result_hash {
+        Some("result_hash does not match the stream")
+    } else if stream.data.len() as u64 != ok.result_len {
+        Some("result_len does not match the stream")
+    } else if stream.content_type != ok.result_content_type {
+        Some("result_content_type does not match the stream")
+    } else if stream.content_encoding != ok.result_content_encoding {
+        Some("result_content_encoding does not match the stream")
+    } else if stream.stream_id != ok.result_stream_id {
+        Some("result_stream_id does not match the stream")
+    } else {
+        None
+    }
+}
+
 /// A requester job in memory.
 #[derive(Debug)]
 pub struct RJob {
@@ -97,9 +230,7 @@ pub struct RJob {
     pub rec: RequesterRecord,
     input: Vec<u8>,
     deadline: u64,
-    stream: Option<Reassembler>,
-    finished_stream: Option<ReassembledStream>,
-    pending_result: Option<ResultOk>,
+    deliveries: Deliveries,
     pay_in_flight: bool,
     /// When lcpd last asked payd to pay (since this process started).
     last_pay_at: u64,
@@ -121,9 +252,7 @@ impl RJob {
             rec,
             input,
             deadline,
-            stream: None,
-            finished_stream: None,
-            pending_result: None,
+            deliveries: Deliveries::default(),
             pay_in_flight: false,
             last_pay_at: 0,
             lookup_in_flight: false,
@@ -322,8 +451,7 @@ impl Engine {
         tracing::info!(target: "lcpd", peer = %job.rec.peer, job = %hex::encode(&job.rec.job_id[..8]), "job failed: {message}");
         job.rec.state = RequesterState::Failed;
         job.rec.error = Some(message.clone());
-        job.stream = None;
-        job.finished_stream = None;
+        job.deliveries = Deliveries::default();
         self.save_requester(job, now, None);
         self.notify(job.rec.job_id, Notice::Finished(Outcome::Failed { kind, lcp_code, message }));
     }
@@ -460,6 +588,7 @@ impl Engine {
         job.rec.payment_unresolved = true;
         job.pay_in_flight = true;
         job.last_pay_at = now;
+        job.deliveries = Deliveries { expected: 1, ..Deliveries::default() };
         self.save_requester(job, now, None);
         self.out.push(Out::Pay { job_id: job.rec.job_id, bolt11: job.rec.bolt11.clone() });
         Ok(Accepted::Paying)
@@ -575,25 +704,44 @@ impl Engine {
     pub(super) fn on_result_begin(&mut self, now: u64, peer: &str, m: StreamBegin) {
         let job_id = m.envelope.job_id;
         self.with_rjob(peer, job_id, |e, job| {
-            if !Self::awaiting(job) || job.stream.is_some() || job.finished_stream.is_some() {
+            let d = &job.deliveries;
+            // A stream already held, a replayed begin, or a result in hand: nothing to add.
+            if !Self::awaiting(job) || d.knows(&m.stream_id) || d.has_verified() {
+                return;
+            }
+            if d.open.len() + d.complete.len() >= MAX_RESULT_STREAMS {
+                tracing::warn!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), "another result stream ignored: {MAX_RESULT_STREAMS} held");
                 return;
             }
             let limit = e.cfg.limits.max_stream_bytes.min(e.cfg.limits.max_job_bytes.saturating_sub(job.rec.input_len));
             match Reassembler::new(&m, ReassemblyLimits::bytes(limit)) {
                 Ok(r) => {
-                    job.stream = Some(r);
-                    let notice = Notice::Begin {
-                        content_type: m.content_type.clone(),
-                        content_encoding: m.content_encoding.clone(),
-                    };
-                    e.notify(job_id, notice);
+                    let d = &mut job.deliveries;
+                    d.open.push(r);
+                    if d.forwarded.is_none() {
+                        d.forwarded = Some(m.stream_id);
+                        let notice = Notice::Begin {
+                            content_type: m.content_type.clone(),
+                            content_encoding: m.content_encoding.clone(),
+                        };
+                        e.notify(job_id, notice);
+                    }
                 }
-                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+                Err(err) => e.delivery_failed(now, job, m.stream_id, err.lcp_code(), err.to_string()),
             }
         });
     }
 
-    /// A local stream check failed: the job fails, and the provider hears why.
+    /// The delivery on stream `stream_id` ended unverified: it is dropped, and the job fails if
+    /// no other delivery can still verify.
+    fn delivery_failed(&mut self, now: u64, job: &mut RJob, stream_id: [u8; 32], code: ErrorCode, message: String) {
+        tracing::info!(target: "lcpd", peer = %job.rec.peer, job = %hex::encode(&job.rec.job_id[..8]), "a result delivery did not verify: {message}");
+        job.deliveries.drop_unverified(stream_id, code, message);
+        self.try_complete(now, job);
+    }
+
+    /// A local stream check failed and no other delivery can verify: the job fails, and the
+    /// provider hears why.
     fn stream_failed(&mut self, now: u64, job: &mut RJob, code: ErrorCode, message: String) {
         let expiry = now.saturating_add(self.cfg.request_ttl_secs);
         let envelope = self.envelope(v02::PROTOCOL_VERSION, job.rec.job_id, expiry);
@@ -609,11 +757,14 @@ impl Engine {
     pub(super) fn on_result_chunk(&mut self, now: u64, peer: &str, m: &StreamChunk) -> bool {
         let job_id = m.job_id;
         self.with_rjob(peer, job_id, |e, job| {
-            let Some(stream) = job.stream.as_mut() else { return };
+            let d = &mut job.deliveries;
+            let Some(stream) = d.open.iter_mut().find(|s| s.stream_id() == m.stream_id) else { return };
             match stream.push(m) {
-                Ok(crate::wire::lcp::ChunkDisposition::Appended) => e.notify(job_id, Notice::Chunk(m.data.clone())),
+                Ok(crate::wire::lcp::ChunkDisposition::Appended) if d.forwarded == Some(m.stream_id) => {
+                    e.notify(job_id, Notice::Chunk(m.data.clone()))
+                }
                 Ok(_) => {}
-                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+                Err(err) => e.delivery_failed(now, job, m.stream_id, err.lcp_code(), err.to_string()),
             }
         })
     }
@@ -622,14 +773,19 @@ impl Engine {
     pub(super) fn on_result_end(&mut self, now: u64, peer: &str, m: &StreamEnd) -> bool {
         let job_id = m.envelope.job_id;
         self.with_rjob(peer, job_id, |e, job| {
-            let Some(stream) = job.stream.take_if(|s| s.stream_id() == m.stream_id) else { return };
+            let d = &mut job.deliveries;
+            let Some(i) = d.open.iter().position(|s| s.stream_id() == m.stream_id) else { return };
+            let stream = d.open.remove(i);
             match stream.finish(m) {
                 Ok(done) => {
-                    e.notify(job_id, Notice::End { len: done.data.len() as u64, sha256: done.sha256 });
-                    job.finished_stream = Some(done);
+                    tracing::info!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), stream = %hex::encode(&done.stream_id[..8]), "result stream complete");
+                    if d.forwarded == Some(done.stream_id) {
+                        e.notify(job_id, Notice::End { len: done.data.len() as u64, sha256: done.sha256 });
+                    }
+                    d.complete.push(done);
                     e.try_complete(now, job);
                 }
-                Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
+                Err(err) => e.delivery_failed(now, job, m.stream_id, err.lcp_code(), err.to_string()),
             }
         })
     }
@@ -646,8 +802,29 @@ impl Engine {
                         tracing::warn!(target: "lcpd", %peer, "lcp_result(ok) for an unpaid job ignored");
                         return;
                     }
-                    job.pending_result = Some(ok);
-                    e.try_complete(now, job);
+                    let d = &mut job.deliveries;
+                    let id = ok.result_stream_id;
+                    if d.has_verified() {
+                        // Delivered again (the job asked again) after a delivery verified: the
+                        // stream of this one was not taken.
+                        tracing::info!(target: "lcpd", %peer, job = %hex::encode(&job_id[..8]), "a result delivered again ignored: one verified already");
+                        return;
+                    }
+                    // A result of a delivery already ended (a repeat, or its stream failed).
+                    if d.ended.contains(&id) {
+                        return;
+                    }
+                    let held =
+                        d.open.iter().any(|s| s.stream_id() == id) || d.complete.iter().any(|s| s.stream_id == id);
+                    if held {
+                        d.end(id);
+                        d.results.push(ok);
+                        e.try_complete(now, job);
+                    } else {
+                        // Its stream_begin would have come first: this delivery cannot verify.
+                        let msg = "result_stream_id does not match the stream".to_string();
+                        e.delivery_failed(now, job, id, ErrorCode::ChecksumMismatch, msg);
+                    }
                 }
                 ResultOutcome::Failed { message } => {
                     let message = message.unwrap_or_else(|| "provider returned non-ok status".into());
@@ -655,6 +832,7 @@ impl Engine {
                 }
                 ResultOutcome::Cancelled { .. } => {
                     job.rec.state = RequesterState::Cancelled;
+                    job.deliveries = Deliveries::default();
                     e.save_requester(job, now, None);
                     e.notify(job_id, Notice::Finished(Outcome::Cancelled));
                 }
@@ -662,30 +840,40 @@ impl Engine {
         });
     }
 
-    /// Completes a job once it is paid, its stream ended and its `lcp_result(ok)` arrived.
+    /// Completes a job once it is paid and a delivery verified (its stream complete, its
+    /// `lcp_result(ok)` in agreement); fails it when no delivery that may still come can verify.
     fn try_complete(&mut self, now: u64, job: &mut RJob) {
-        if job.rec.state != RequesterState::AwaitingResult {
+        if !Self::awaiting(job) {
             return;
         }
-        let (Some(ok), Some(stream)) = (job.pending_result.as_ref(), job.finished_stream.as_ref()) else { return };
-        let problem = if stream.sha256 != ok.result_hash {
-            Some("result_hash does not match the stream")
-        } else if stream.data.len() as u64 != ok.result_len {
-            Some("result_len does not match the stream")
-        } else if stream.content_type != ok.result_content_type {
-            Some("result_content_type does not match the stream")
-        } else if stream.content_encoding != ok.result_content_encoding {
-            Some("result_content_encoding does not match the stream")
-        } else if stream.stream_id != ok.result_stream_id {
-            Some("result_stream_id does not match the stream")
-        } else {
-            None
+        let Some(i) = job.deliveries.verified() else {
+            if job.deliveries.hopeless() {
+                let (code, message) = job.deliveries.problem.clone().unwrap_or_else(|| {
+                    (ErrorCode::ChecksumMismatch, "result_stream_id does not match the stream".to_string())
+                });
+                self.stream_failed(now, job, code, message);
+            }
+            return;
         };
-        if let Some(p) = problem {
-            return self.stream_failed(now, job, ErrorCode::ChecksumMismatch, p.to_string());
+        if job.rec.state != RequesterState::AwaitingResult {
+            // Verified before payd answered: kept until the payment is known.
+            return;
         }
-        let Some(stream) = job.finished_stream.take() else { return };
-        job.pending_result = None;
+        let stream = job.deliveries.complete.swap_remove(i);
+        let replay = job.deliveries.forwarded != Some(stream.stream_id);
+        job.deliveries = Deliveries::default();
+        if replay {
+            // The caller was given another stream's bytes (or none): it gets this one whole.
+            let begin = Notice::Begin {
+                content_type: stream.content_type.clone(),
+                content_encoding: stream.content_encoding.clone(),
+            };
+            self.notify(job.rec.job_id, begin);
+            if !stream.data.is_empty() {
+                self.notify(job.rec.job_id, Notice::Chunk(stream.data.clone()));
+            }
+            self.notify(job.rec.job_id, Notice::End { len: stream.data.len() as u64, sha256: stream.sha256 });
+        }
         job.rec.state = RequesterState::Done;
         job.rec.result_content_type = Some(stream.content_type.clone());
         job.rec.result_len = Some(stream.data.len() as u64);
@@ -731,7 +919,7 @@ impl Engine {
         let peer = job.rec.peer.clone();
         self.send(&peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
         job.rec.state = RequesterState::Cancelled;
-        job.stream = None;
+        job.deliveries = Deliveries::default();
         if job.persisted {
             self.save_requester(&mut job, now, None);
         } else {
@@ -744,9 +932,13 @@ impl Engine {
 
     pub(super) fn requester_peer_gone(&mut self, peer: &str) {
         for job in self.rjobs.values_mut().filter(|j| j.rec.peer == peer) {
-            if Self::awaiting(job) && job.finished_stream.is_none() {
-                job.stream = None;
-                job.resend_on_ready = true;
+            if Self::awaiting(job) && !job.deliveries.has_verified() {
+                job.deliveries.cut();
+                if !job.resend_on_ready {
+                    // Asked again once the peer is back: one more delivery may come.
+                    job.resend_on_ready = true;
+                    job.deliveries.expect_one_more();
+                }
             }
         }
     }
@@ -797,10 +989,14 @@ impl Engine {
                     job.last_pay_at = now;
                     self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
                 }
-                RequesterState::AwaitingResult if now >= job.deadline => {
-                    let msg = "no result from the provider before the deadline".to_string();
-                    self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
-                }
+                RequesterState::AwaitingResult if now >= job.deadline => match job.deliveries.problem.take() {
+                    // A delivery came and did not verify; the one asked for again did not come.
+                    Some((code, message)) => self.stream_failed(now, &mut job, code, message),
+                    None => {
+                        let msg = "no result from the provider before the deadline".to_string();
+                        self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
+                    }
+                },
                 // The job ended while its payment's outcome was unknown: payd's record says.
                 s if s.is_terminal()
                     && job.rec.payment_unresolved
@@ -839,13 +1035,17 @@ impl Engine {
         let mut job = RJob::from_record(rec, input, now.saturating_add(self.cfg.default_deadline_secs), true);
         match job.rec.state {
             RequesterState::Requested => return,
-            RequesterState::Paying => {
-                job.pay_in_flight = true;
-                job.last_pay_at = now;
+            RequesterState::Paying | RequesterState::AwaitingResult => {
+                if job.rec.state == RequesterState::Paying {
+                    job.pay_in_flight = true;
+                    job.last_pay_at = now;
+                    self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
+                }
+                // The delivery the previous process awaited may still arrive, and the job asks
+                // again once the provider is connected: two deliveries may come.
                 job.resend_on_ready = true;
-                self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
+                job.deliveries.expected = 2;
             }
-            RequesterState::AwaitingResult => job.resend_on_ready = true,
             s if s.is_terminal() => {
                 job.finished_at = Some(job.rec.updated_at);
                 // A Pay of the previous process may still be on its way to payd.

@@ -1424,3 +1424,311 @@ fn a_refused_quote_request_is_answered_once_and_its_input_dropped() {
     let late = StreamBegin { envelope: env(9, 4, w.now + 300), ..begin(9, 4, &data) };
     assert_eq!(w.send_provider(LcpMessage::StreamBegin(late)).len(), 1);
 }
+
+/// A requester whose lcpd restarted right after paying: the provider delivers the result to the
+/// new process (the first delivery), the new process asks again and the provider re-sends the
+/// stored result on another stream (the second), both while the job is still `paying`. The job
+/// ends done with the result, paid once.
+#[test]
+fn a_result_delivered_twice_while_paying_ends_done() {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    let (_, bolt11) = w.held_pays.pop().expect("a payment was asked for");
+    let (rec, input, _) = w.r_saved[&id].clone();
+    assert_eq!(rec.state, RequesterState::Paying);
+    // The requester's lcpd restarts while payd pays (the connection, held by peerd, stays up).
+    w.r = Engine::with_rng(EngineConfig::default(), w.r_id.clone(), StdRng::seed_from_u64(7));
+    w.r.restore_requester(w.now, rec, input.expect("input stored"));
+    w.pump();
+    assert_eq!(w.held_pays.len(), 1, "the new process asks payd again (payd pays once per hash)");
+    // The payment settles at the provider, which runs the job and delivers the result.
+    let out = br#"{"delivered":"twice"}"#.to_vec();
+    w.work = Work::Output(json_output(&out));
+    let d = crate::payd::backend::decode_bolt11(&bolt11).expect("invoice");
+    assert!(w.p.settled(w.now, d.payment_hash));
+    w.pump();
+    // The provider's manifest reaches the new process: it asks again, and the provider re-sends
+    // the stored result on a new stream.
+    let m = w.p.manifest();
+    w.r.on_message(w.now, &w.p_id.clone(), LcpMessage::Manifest(m));
+    w.pump();
+    let begins = w.p_sent.iter().filter(|m| matches!(m, LcpMessage::StreamBegin(_))).count();
+    assert_eq!(begins, 2, "the result went out twice");
+    assert_eq!(w.r.requester_job(&id).map(|j| j.state), Some(RequesterState::Paying));
+    assert_eq!(w.finished(id), None);
+    // payd answers: paid.
+    let preimage = w.invoices[&d.payment_hash];
+    w.r.paid(w.now, id, PayOutcome::Paid(preimage));
+    w.pump();
+    let sha: [u8; 32] = Sha256::digest(&out).into();
+    assert_eq!(
+        w.finished(id),
+        Some(Outcome::Ok {
+            content_type: "application/json; charset=utf-8".into(),
+            len: out.len() as u64,
+            sha256: sha
+        })
+    );
+    assert_eq!(w.r_saved[&id].0.state, RequesterState::Done);
+    assert_eq!(w.r_saved[&id].0.preimage, Some(preimage));
+    assert_eq!(w.r_saved[&id].2.as_deref(), Some(&out[..]));
+    assert_eq!(w.dispatches, 1, "run once");
+    assert!(!w.r_sent.iter().any(|m| matches!(m, LcpMessage::Error(_))), "no error sent to the provider");
+}
+
+/// One delivery of a result: its messages in the order they leave the provider (the result
+/// last), and its `lcp_result`.
+struct Delivery {
+    stream: Vec<LcpMessage>,
+    result: LcpMessage,
+}
+
+const RESULT_CT: &str = "application/json; charset=utf-8";
+
+fn delivery(job_id: [u8; 32], sid: u8, data: &[u8], result_hash: [u8; 32]) -> Delivery {
+    let e = |m: u8| Envelope { protocol_version: 2, job_id, msg_id: [sid ^ m; 32], expiry: T0 + 300 };
+    let sha: [u8; 32] = Sha256::digest(data).into();
+    let mut stream = vec![LcpMessage::StreamBegin(StreamBegin {
+        envelope: e(1),
+        stream_id: [sid; 32],
+        stream_kind: StreamKind::Result,
+        total_len: Some(data.len() as u64),
+        sha256: Some(sha),
+        content_type: RESULT_CT.into(),
+        content_encoding: "identity".into(),
+        extra: Vec::new(),
+    })];
+    for (seq, c) in data.chunks(4).enumerate() {
+        stream.push(LcpMessage::StreamChunk(StreamChunk {
+            protocol_version: 2,
+            job_id,
+            expiry: T0 + 300,
+            stream_id: [sid; 32],
+            seq: seq as u32,
+            data: c.to_vec(),
+            extra: Vec::new(),
+        }));
+    }
+    stream.push(LcpMessage::StreamEnd(StreamEnd {
+        envelope: e(2),
+        stream_id: [sid; 32],
+        total_len: data.len() as u64,
+        sha256: sha,
+        extra: Vec::new(),
+    }));
+    let result = LcpMessage::Result(LcpResult {
+        envelope: e(3),
+        outcome: ResultOutcome::Ok(crate::wire::lcp::ResultOk {
+            result_stream_id: [sid; 32],
+            result_hash,
+            result_len: data.len() as u64,
+            result_content_type: RESULT_CT.into(),
+            result_content_encoding: "identity".into(),
+        }),
+        extra: Vec::new(),
+    });
+    Delivery { stream, result }
+}
+
+/// What happens to the first delivery on its way (the second always arrives whole).
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    None,
+    /// The message at this index of the delivery (begin, chunks, end, result) is lost.
+    One(usize),
+    /// Everything before this index is lost (it was sent while the requester was down).
+    Prefix(usize),
+    /// The result's hash is wrong.
+    BadHash,
+}
+
+/// A requester restored in `paying` (the previous process paid), with the payment held, the
+/// two deliveries of its result, and what the caller must end up with.
+fn restored_paying() -> (World, [u8; 32], String) {
+    let (mut w, id) = World::accepted(Work::Hang, false);
+    w.held_pays.clear();
+    let (rec, input, _) = w.r_saved[&id].clone();
+    w.r = Engine::with_rng(EngineConfig::default(), w.r_id.clone(), StdRng::seed_from_u64(7));
+    w.r.restore_requester(w.now, rec, input.expect("input stored"));
+    w.pump();
+    let (_, bolt11) = w.held_pays.pop().expect("Pay asked again");
+    (w, id, bolt11)
+}
+
+/// Feeds the two deliveries to the requester, interleaved by `picks` (true: the next message of
+/// the first), the first delivery's result after message `r1` of its stream and the second's
+/// after `r2`, payd's answer after `pay_at` messages; returns the messages fed.
+#[allow(clippy::too_many_arguments)]
+fn feed_two(
+    w: &mut World,
+    id: [u8; 32],
+    bolt11: &str,
+    d1: Delivery,
+    d2: Delivery,
+    loss: Loss,
+    r1: usize,
+    r2: usize,
+    picks: &[bool],
+    pay_at: usize,
+) {
+    let place = |d: Delivery, at: usize| {
+        let mut v = d.stream;
+        let at = at.clamp(1, v.len());
+        v.insert(at, d.result);
+        v
+    };
+    let mut a = place(d1, r1);
+    let b = place(d2, r2);
+    match loss {
+        Loss::None | Loss::BadHash => {}
+        Loss::One(i) => {
+            a.remove(i % a.len());
+        }
+        Loss::Prefix(n) => {
+            a.drain(..n.min(a.len()));
+        }
+    }
+    let (mut a, mut b) = (VecDeque::from(a), VecDeque::from(b));
+    let mut fed = 0;
+    let mut picks = picks.iter().copied().cycle();
+    let mut paid = false;
+    while !a.is_empty() || !b.is_empty() {
+        if fed == pay_at && !paid {
+            paid = true;
+            w.pay(id, bolt11);
+        }
+        let from_a = if a.is_empty() {
+            false
+        } else if b.is_empty() {
+            true
+        } else {
+            picks.next().unwrap_or(true)
+        };
+        let msg = if from_a { a.pop_front() } else { b.pop_front() }.expect("not empty");
+        w.r.on_message(w.now, &w.p_id.clone(), msg);
+        w.pump();
+        fed += 1;
+    }
+    if !paid {
+        w.pay(id, bolt11);
+    }
+    w.pump();
+}
+
+/// The bytes the caller was given: those after the last Begin notice.
+fn caller_bytes(w: &World, id: [u8; 32]) -> Vec<u8> {
+    let notices = w.notices_of(id);
+    let last_begin = notices.iter().rposition(|n| matches!(n, Notice::Begin { .. })).expect("a begin");
+    notices[last_begin..]
+        .iter()
+        .filter_map(|n| if let Notice::Chunk(c) = n { Some(c.clone()) } else { None })
+        .flatten()
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Two deliveries of the same result, in any interleaving (each in its own order, its
+    /// result anywhere after its begin), payd's answer anywhere, the first delivery whole,
+    /// missing one message, missing its start, or with a wrong hash: the job ends done with the
+    /// result, and the caller was given exactly its bytes.
+    #[test]
+    fn a_result_delivered_twice_in_any_order_ends_done(
+        picks in proptest::collection::vec(proptest::bool::ANY, 1..40),
+        r1 in 1usize..8,
+        r2 in 1usize..8,
+        pay_at in 0usize..20,
+        loss_kind in 0u8..4,
+        loss_at in 0usize..8,
+    ) {
+        let (mut w, id, bolt11) = restored_paying();
+        let data = br#"{"answer":"forty-two"}"#.to_vec();
+        let sha: [u8; 32] = Sha256::digest(&data).into();
+        let loss = match loss_kind {
+            0 => Loss::None,
+            1 => Loss::One(loss_at),
+            2 => Loss::Prefix(loss_at),
+            _ => Loss::BadHash,
+        };
+        let h1 = if matches!(loss, Loss::BadHash) { [0xbb; 32] } else { sha };
+        let (d1, d2) = (delivery(id, 0x51, &data, h1), delivery(id, 0x52, &data, sha));
+        feed_two(&mut w, id, &bolt11, d1, d2, loss, r1, r2, &picks, pay_at);
+        proptest::prop_assert_eq!(
+            w.finished(id),
+            Some(Outcome::Ok { content_type: RESULT_CT.into(), len: data.len() as u64, sha256: sha })
+        );
+        proptest::prop_assert_eq!(w.r_saved[&id].0.state, RequesterState::Done);
+        proptest::prop_assert_eq!(w.r_saved[&id].2.as_deref(), Some(&data[..]));
+        proptest::prop_assert_eq!(caller_bytes(&w, id), data);
+        proptest::prop_assert_eq!(w.pays, 1);
+        proptest::prop_assert!(!w.r_sent.iter().any(|m| matches!(m, LcpMessage::Error(_))));
+    }
+
+    /// Two deliveries that both fail to verify, in any interleaving: the job fails once both
+    /// ended (it does not wait for its deadline), with the reason.
+    #[test]
+    fn two_deliveries_that_do_not_verify_fail_the_job(
+        picks in proptest::collection::vec(proptest::bool::ANY, 1..40),
+        r1 in 1usize..8,
+        r2 in 1usize..8,
+        pay_at in 0usize..20,
+    ) {
+        let (mut w, id, bolt11) = restored_paying();
+        let data = br#"{"answer":"forty-two"}"#.to_vec();
+        let (d1, d2) = (delivery(id, 0x51, &data, [0xbb; 32]), delivery(id, 0x52, &data, [0xcc; 32]));
+        feed_two(&mut w, id, &bolt11, d1, d2, Loss::None, r1, r2, &picks, pay_at);
+        match w.finished(id) {
+            Some(Outcome::Failed { lcp_code: Some(12), message, .. }) => {
+                proptest::prop_assert!(message.contains("result_hash does not match"), "{}", message)
+            }
+            other => proptest::prop_assert!(false, "{:?}", other),
+        }
+        proptest::prop_assert_eq!(w.r_saved[&id].0.state, RequesterState::Failed);
+        proptest::prop_assert!(w.r_saved[&id].0.preimage.is_some(), "the proof of payment is kept");
+    }
+}
+
+/// A delivery that did not verify while another one was asked for: the job waits for the other
+/// one, and fails at its deadline with the reason if it never comes.
+#[test]
+fn a_bad_delivery_waits_for_the_one_asked_again_until_the_deadline() {
+    let (mut w, id, bolt11) = restored_paying();
+    w.pay(id, &bolt11);
+    w.pump();
+    assert_eq!(w.r.requester_job(&id).map(|j| j.state), Some(RequesterState::AwaitingResult));
+    let data = b"{}".to_vec();
+    let d = delivery(id, 0x61, &data, [0xbb; 32]);
+    for m in d.stream.into_iter().chain([d.result]) {
+        w.r.on_message(w.now, &w.p_id.clone(), m);
+    }
+    w.pump();
+    assert_eq!(w.finished(id), None, "the delivery asked for again may still come");
+    w.r.tick(w.now + EngineConfig::default().default_deadline_secs);
+    w.pump();
+    match w.finished(id) {
+        Some(Outcome::Failed { lcp_code: Some(12), message, .. }) => {
+            assert!(message.contains("result_hash does not match"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Within one delivery a stream error still fails the job at once (nothing else was asked for).
+#[test]
+fn a_single_bad_delivery_fails_at_once() {
+    let (mut w, id) = World::accepted(Work::Hang, true);
+    let data = b"0123456789".to_vec();
+    let d = delivery(id, 0x71, &data, Sha256::digest(&data).into());
+    // Chunk 1 is lost: chunk 2 is out of order.
+    let mut msgs = d.stream;
+    msgs.remove(2);
+    for m in msgs {
+        w.r.on_message(w.now, &w.p_id.clone(), m);
+    }
+    w.pump();
+    match w.finished(id) {
+        Some(Outcome::Failed { lcp_code: Some(11), .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(w.r_sent.iter().any(|m| matches!(m, LcpMessage::Error(e) if e.code.code() == 11)));
+}
