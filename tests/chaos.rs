@@ -275,6 +275,14 @@ async fn random_kills_of_every_daemon_under_paid_jobs_lose_nothing() {
             done += 1;
         }
     }
-    println!("{done} paid jobs done; {} settled invoices; {} payments", settled_jobs.len(), payments.len());
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in req.iter().filter(|r| quoted.contains(&r.job_id)) {
+        *states.entry(r.state.as_str()).or_default() += 1;
+    }
+    println!(
+        "{done} paid jobs done; {} settled invoices; {} payments; requester jobs by state: {states:?}",
+        settled_jobs.len(),
+        payments.len()
+    );
     assert!(done > 0, "no paid job finished under the chaos run (seed {seed})");
 }
