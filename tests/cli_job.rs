@@ -66,6 +66,26 @@ async fn job_json_output_prints_ids_and_hashes_as_hex() {
     p.pc.close();
 }
 
+/// The price `job quote -p hello --max-tokens N` gets for `kind`.
+async fn quoted_price(p: &NodePair, kind: &str, max_tokens: &str) -> u64 {
+    let dir = p.requester.dir.path();
+    let args = [
+        "--json",
+        "job",
+        "quote",
+        &p.provider_id,
+        "-m",
+        MODEL,
+        "-p",
+        "hello",
+        "--task-kind",
+        kind,
+        "--max-tokens",
+        max_tokens,
+    ];
+    json(&cli(dir, &args).await)["price_msat"].as_u64().expect("price_msat")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_run_with_a_prompt_builds_the_body_of_the_task_kind() {
     let p = pair().await;
@@ -75,6 +95,20 @@ async fn job_run_with_a_prompt_builds_the_body_of_the_task_kind() {
             cli(dir, &["--json", "job", "run", &p.provider_id, "-m", MODEL, "-p", "hello", "--task-kind", kind]).await;
         let v = json(&out);
         assert_eq!(v["result"], "deterministic-output", "{kind}");
+    }
+    // --max-tokens (default 1024) goes into the body, and the provider prices for it: a
+    // smaller limit quotes less, 0 leaves it out (the provider's maximum).
+    for kind in ["openai.responses.v1", "openai.chat_completions.v1"] {
+        let (small, default, none) = (
+            quoted_price(&p, kind, "16").await,
+            quoted_price(&p, kind, "1024").await,
+            quoted_price(&p, kind, "0").await,
+        );
+        assert!(small < default && default < none, "{kind}: {small} {default} {none}");
+        let out =
+            cli(dir, &["--json", "job", "quote", &p.provider_id, "-m", MODEL, "-p", "hello", "--task-kind", kind])
+                .await;
+        assert_eq!(json(&out)["price_msat"].as_u64(), Some(default), "{kind}: the default is 1024");
     }
     // A task kind --prompt cannot build a body for: a clear error, nothing sent.
     let out = cli(dir, &["job", "run", &p.provider_id, "-m", MODEL, "-p", "x", "--task-kind", "llm.other.v1"]).await;

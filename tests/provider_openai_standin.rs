@@ -82,9 +82,11 @@ async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_com
     assert_eq!(req.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
     let body: serde_json::Value = serde_json::from_slice(&req.body).expect("JSON body");
     assert_eq!((body["model"].as_str(), body["messages"][0]["content"].as_str()), (Some(MODEL), Some(PROMPT)));
+    // `-p` asks for at most 1024 output tokens unless told otherwise.
+    assert_eq!(body["max_tokens"].as_u64(), Some(1024));
     assert!(up.requests.try_recv().is_err(), "one upstream request per paid job");
 
-    // The price is the flag's: ceil((input tokens * 150000 + 4096 output tokens * 600000) / 1e6).
+    // The price is the flag's: ceil((input tokens * 150000 + 1024 output tokens * 600000) / 1e6).
     let rows =
         match rc.request(&ServiceId::Lcpd, Body::Lcpd(LcpdApi::ListJobs { limit: 10 }), Duration::from_secs(5)).await {
             Ok(Body::Lcpd(LcpdApi::Jobs(rows))) => rows,
@@ -92,7 +94,7 @@ async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_com
         };
     let job = rows.iter().find(|r| r.role == JobRole::Requester).expect("the requester's job");
     let tokens = (req.body.len() as u64).div_ceil(4);
-    assert_eq!(job.price_msat, (tokens * 150_000 + 4096 * 600_000).div_ceil(1_000_000));
+    assert_eq!(job.price_msat, (tokens * 150_000 + 1024 * 600_000).div_ceil(1_000_000));
     assert_eq!((job.state.as_str(), job.result_len), ("done", Some(ANSWER.len() as u64)));
 
     rc.close();

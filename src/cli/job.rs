@@ -31,6 +31,11 @@ pub struct JobArgs {
     /// Ask for a streamed (SSE) result (with --prompt)
     #[arg(long)]
     pub stream: bool,
+    /// With --prompt: the most output tokens to ask for (chat: `max_tokens`; responses:
+    /// `max_output_tokens`); the provider prices the job for it. 0 leaves it out (the provider's
+    /// maximum)
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N", conflicts_with = "input")]
+    pub max_tokens: u32,
     /// Refuse quotes above this price
     #[arg(long, value_name = "MSAT")]
     pub max_price_msat: Option<u64>,
@@ -83,6 +88,10 @@ pub enum JobCmd {
     },
 }
 
+/// Output tokens a `--prompt` request asks for unless told: enough for a chat answer, and a price
+/// far below a provider's maximum (4096 by default), which a request without a limit pays for.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
 fn parse_id(s: &str) -> Result<[u8; 32], CliError> {
     super::parse_hex32("job id", s)
 }
@@ -106,6 +115,10 @@ fn input_of(a: &JobArgs) -> Result<Vec<u8>, CliError> {
             };
             if a.stream {
                 body["stream"] = serde_json::Value::Bool(true);
+            }
+            if a.max_tokens > 0 {
+                let field = if a.task_kind == v02::TASK_OPENAI_CHAT { "max_tokens" } else { "max_output_tokens" };
+                body[field] = serde_json::Value::from(a.max_tokens);
             }
             serde_json::to_vec(&body).map_err(|e| CliError::Other(e.to_string()))
         }
