@@ -6,13 +6,16 @@
 //! status, so the stream ends with an error event in OpenAI's shape and then closes cleanly (a cut
 //! chunked body reads as a broken connection to clients). A client that closes the connection
 //! after the stream's terminal event (OpenAI's SDKs close at `data: [DONE]`) was served: its job is
-//! not cancelled.
+//! not cancelled. lcpd hands a result over again from its start (a new `Begin`) when it accepted
+//! another delivery than the one it began to forward: the bytes the client already has are
+//! checked against the new delivery's start (by hash) and skipped.
 
 use super::http::Api;
 use super::sse::{error_event, SseEnd};
 use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,6 +38,12 @@ pub struct JobStream {
     deadline: Pin<Box<tokio::time::Sleep>>,
     api: Api,
     sse: SseEnd,
+    /// Bytes sent to the client, and their hash.
+    sent: u64,
+    sent_hash: Sha256,
+    /// After a new `Begin`: how many bytes of the new delivery the client already has, and the
+    /// hash of those seen so far.
+    replay: Option<(u64, Sha256)>,
     done: bool,
 }
 
@@ -50,7 +59,8 @@ impl JobStream {
         deadline: tokio::time::Instant,
     ) -> Self {
         let deadline = Box::pin(tokio::time::sleep_until(deadline));
-        Self { first, rx, guard, deadline, api, sse: SseEnd::default(), done: false }
+        let (sse, sent_hash) = (SseEnd::default(), Sha256::new());
+        Self { first, rx, guard, deadline, api, sse, sent: 0, sent_hash, replay: None, done: false }
     }
 
     /// The frame that ends the stream on a failure: nothing more when the client already has the
@@ -66,7 +76,32 @@ impl JobStream {
 
     fn data(&mut self, b: Bytes) -> Option<Result<Frame<Bytes>, std::io::Error>> {
         self.sse.feed(&b);
+        self.sent += b.len() as u64;
+        self.sent_hash.update(&b);
         Some(Ok(Frame::data(b)))
+    }
+
+    /// A chunk of the result: what the client does not have yet (`None`: nothing new), or the end
+    /// of the stream when a result handed over again does not start with what the client has.
+    fn chunk(&mut self, mut b: Bytes) -> Option<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some((left, hash)) = &mut self.replay {
+            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(b.len());
+            hash.update(&b[..n]);
+            *left -= n as u64;
+            if *left > 0 {
+                return None;
+            }
+            let same = hash.clone().finalize() == self.sent_hash.clone().finalize();
+            self.replay = None;
+            if !same {
+                return Some(self.fail("job_failed", "the result was handed over again with other bytes"));
+            }
+            b = b.slice(n..);
+            if b.is_empty() {
+                return None;
+            }
+        }
+        Some(self.data(b))
     }
 }
 
@@ -115,7 +150,13 @@ impl Body for GatewayBody {
                 loop {
                     match s.rx.poll_recv(cx) {
                         Poll::Ready(Some(JobEvent::Chunk(c))) if c.is_empty() => continue,
-                        Poll::Ready(Some(JobEvent::Chunk(c))) => return Poll::Ready(s.data(c.into())),
+                        Poll::Ready(Some(JobEvent::Chunk(c))) => match s.chunk(c.into()) {
+                            Some(frame) => return Poll::Ready(frame),
+                            None => continue,
+                        },
+                        Poll::Ready(Some(JobEvent::Begin { .. })) if s.sent > 0 => {
+                            s.replay = Some((s.sent, Sha256::new()));
+                        }
                         Poll::Ready(Some(JobEvent::Result(outcome))) => {
                             s.guard.finish();
                             return Poll::Ready(match outcome {
@@ -240,6 +281,27 @@ mod tests {
         let (tx, body, _) = stream_of(Api::ChatCompletions, b"data: [DONE]\n\n");
         tx.send(failed()).unwrap();
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_result_handed_over_again_is_not_sent_twice() {
+        let begin = || JobEvent::Begin { content_type: "t".into(), content_encoding: "identity".into() };
+        let ok = JobEvent::Result(JobOutcomeRow::Ok { content_type: "t".into(), len: 4, sha256: [0; 32] });
+        let (tx, body, _) = stream_of(Api::ChatCompletions, b"ab");
+        for e in [JobEvent::Chunk(b"c".to_vec()), begin(), JobEvent::Chunk(b"a".to_vec())] {
+            tx.send(e).unwrap();
+        }
+        for e in [JobEvent::Chunk(b"bcd".to_vec()), ok.clone()] {
+            tx.send(e).unwrap();
+        }
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcd");
+        // Handed over again with other bytes: the stream ends with an error event.
+        let (tx, body, _) = stream_of(Api::ChatCompletions, b"ab");
+        for e in [begin(), JobEvent::Chunk(b"xbcd".to_vec()), ok] {
+            tx.send(e).unwrap();
+        }
+        let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(text.starts_with("ab") && text.contains("other bytes") && !text.contains("cd"), "{text}");
     }
 
     #[tokio::test]

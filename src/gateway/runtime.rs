@@ -578,6 +578,9 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
             JobEvent::Paid { .. } => paid = true,
             JobEvent::Begin { content_type: ct, content_encoding } => {
                 started = true;
+                // lcpd hands over the whole result again when it accepted another delivery of it
+                // than the one it began to forward.
+                buf.clear();
                 if !h::identity_encoding(Some(content_encoding.as_bytes())) {
                     return Err(Failure::Fatal(GatewayError::ResultEncoding(content_encoding)));
                 }
