@@ -174,8 +174,16 @@ async fn a_client_closing_after_done_was_served_and_a_dying_upstream_ends_with_a
     let mut events = chat_sse_events(&["Hel", "lo"]);
     events.push(b": keep-alive\n\n".to_vec());
     let gate = Arc::new(Semaphore::new(0));
-    let (ev, g) = (events.clone(), Arc::clone(&gate));
-    let mut up = Upstream::start(move |_| Script::Sse { events: ev.clone(), gate: Some(Arc::clone(&g)) }).await;
+    let (die, dying) = (Arc::new(Semaphore::new(0)), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let (ev, g, d, dy) = (events.clone(), Arc::clone(&gate), Arc::clone(&die), Arc::clone(&dying));
+    let mut up = Upstream::start(move |_| {
+        if dy.load(std::sync::atomic::Ordering::SeqCst) {
+            Script::SseThenDie { events: ev[..2].to_vec(), gate: Arc::clone(&d) }
+        } else {
+            Script::Sse { events: ev.clone(), gate: Some(Arc::clone(&g)) }
+        }
+    })
+    .await;
     let mut n = net(vec![ProviderSpec::openai(&up.base_url())]).await;
     let cfg = n.gateway_config(|_| {});
     n.start_gateway(cfg).await;
@@ -197,6 +205,7 @@ async fn a_client_closing_after_done_was_served_and_a_dying_upstream_ends_with_a
 
     // 2. The upstream dies mid-stream: the client gets an error event in OpenAI's shape and a
     // clean end of the body (not a cut connection).
+    dying.store(true, std::sync::atomic::Ordering::SeqCst);
     let c = client();
     let r = send(&c, "POST", &format!("{}{CHAT_URL}", n.base()), &[], &chat("die", true)).await;
     assert_eq!(r.status(), 200);
@@ -208,7 +217,7 @@ async fn a_client_closing_after_done_was_served_and_a_dying_upstream_ends_with_a
             got.extend_from_slice(&d);
         }
     }
-    drop(up);
+    die.add_permits(1);
     let rest = tokio::time::timeout(T, body.collect()).await.expect("end in time").expect("a clean end").to_bytes();
     got.extend_from_slice(&rest);
     let text = String::from_utf8(got).expect("utf-8");

@@ -49,6 +49,9 @@ pub enum Script {
     Endless,
     /// A 200 JSON body of `len` bytes.
     Big { len: usize },
+    /// SSE over chunked encoding: event 0 at once, the others after one permit of `gate`, then
+    /// the connection is closed without the body's end (an upstream that dies mid-stream).
+    SseThenDie { events: Vec<Vec<u8>>, gate: Arc<Semaphore> },
 }
 
 /// What the server observed, in order.
@@ -256,6 +259,25 @@ async fn serve(
                     r = write => r.is_ok(),
                     () = closed(&mut rd) => false,
                 }
+            }
+            Script::SseThenDie { events, gate } => {
+                let write = async {
+                    wr.write_all(SSE_HEAD).await?;
+                    for (i, ev) in events.iter().enumerate() {
+                        if i == 1 {
+                            gate.acquire().await.expect("gate open").forget();
+                        }
+                        wr.write_all(&chunk(ev)).await?;
+                        wr.flush().await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    _ = write => {}
+                    () = closed(&mut rd) => {}
+                }
+                // Dropping the socket closes the connection with the body unfinished.
+                return;
             }
             Script::Hang => {
                 closed(&mut rd).await;

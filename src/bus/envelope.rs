@@ -9,8 +9,10 @@ use super::api::Body;
 use super::BusError;
 use serde::{Deserialize, Serialize};
 
-/// Version of the envelope and all service APIs it carries.
-pub const BUS_VERSION: u16 = 1;
+/// Version of the envelope and all service APIs it carries. 2: payd sends channel messages as
+/// `PeerdApi::ChannelSend` with a sequence number, which a peerd of version 1 cannot carry, so
+/// daemons of the two versions refuse each other's frames instead of stalling channels.
+pub const BUS_VERSION: u16 = 2;
 
 /// How a frame relates to others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +92,7 @@ mod tests {
     fn round_trip_and_peek() {
         let env = Envelope { corr: Corr::Request(77), body: Body::Ctl(Ctl::Echo(vec![1, 2, 3])) };
         let f = env.encode().unwrap();
-        assert_eq!(&f[..2], &[0, 1]);
+        assert_eq!(&f[..2], &[0, 2]);
         assert_eq!(Envelope::encode_ref(env.corr, &env.body).unwrap(), f);
         assert_eq!(Envelope::decode(&f).unwrap(), env);
         assert_eq!(Envelope::peek_corr(&f).unwrap(), Corr::Request(77));
@@ -101,9 +103,11 @@ mod tests {
     #[test]
     fn refuses_other_versions_truncation_and_trailing_bytes() {
         let mut f = Envelope { corr: Corr::Event, body: Body::Ctl(Ctl::ListServices) }.encode().unwrap();
-        let mut v2 = f.clone();
-        v2[1] = 2;
-        assert!(matches!(Envelope::decode(&v2), Err(BusError::Version(2))));
+        for other in [1, 3] {
+            let mut v = f.clone();
+            v[1] = other;
+            assert!(matches!(Envelope::decode(&v), Err(BusError::Version(n)) if n == u16::from(other)));
+        }
         assert!(matches!(Envelope::decode(&f[..1]), Err(BusError::Decode(_))));
         assert!(matches!(Envelope::decode(&f[..2]), Err(BusError::Decode(_))));
         f.push(0);
@@ -114,7 +118,7 @@ mod tests {
     fn garbage_never_panics() {
         let mut x: u64 = 0x9e3779b97f4a7c15;
         for len in 0..300usize {
-            let mut buf = vec![0u8, 1];
+            let mut buf = vec![0u8, 2];
             for _ in 0..len {
                 x ^= x << 13;
                 x ^= x >> 7;
