@@ -21,14 +21,18 @@ const KEY: &str = "sk-standin-0123456789";
 const PROMPT: &str = "Say hello over Lightning.";
 const ANSWER: &[u8] = br#"{"id":"chatcmpl-standin","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello over Lightning."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_compatible_standin() {
-    let mut up =
-        Upstream::start(|_| Script::Respond { status: 200, content_type: "application/json", body: ANSWER.to_vec() })
-            .await;
-    let base_url = format!("{}/v1", up.base_url());
+struct Nodes {
+    provider: ProcessNode,
+    pc: lcp::bus::Bus,
+    provider_id: String,
+    requester: InProcessNode,
+    rc: lcp::bus::Bus,
+}
 
-    // The provider: the README's command, on loopback.
+/// The README's one-command provider against `up`, on loopback, and a requester node of its own
+/// connected to it with a devnet channel.
+async fn provider_and_requester(up: &Upstream) -> Nodes {
+    let base_url = format!("{}/v1", up.base_url());
     let args = [
         "--listen",
         "127.0.0.1:0",
@@ -39,16 +43,24 @@ async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_com
         "--model-price",
         PRICE,
     ];
-    let mut provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
+    let provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
     let pc = provider.client().await.expect("provider bus");
     let (provider_id, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", provider.log("lcpnode")));
     wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider services");
-
-    // The requester: a node of its own, connected to the provider with a devnet channel.
     let requester = InProcessNode::start().expect("requester");
     let rc = requester.client().await.expect("requester bus");
     wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
     connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.expect("channel");
+    Nodes { provider, pc, provider_id, requester, rc }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_lcpnode_provider_sells_a_job_answered_by_a_local_openai_compatible_standin() {
+    let mut up =
+        Upstream::start(|_| Script::Respond { status: 200, content_type: "application/json", body: ANSWER.to_vec() })
+            .await;
+    let n = provider_and_requester(&up).await;
+    let (mut provider, pc, provider_id, requester, rc) = (n.provider, n.pc, n.provider_id, n.requester, n.rc);
 
     // The provider offers the priced model, and only that one.
     let peer = wait_offer(&rc, &provider_id, MODEL).await.expect("manifest");
@@ -114,24 +126,8 @@ async fn failed_jobs_are_logged_at_the_provider_with_job_id_phase_and_reason() {
         body: br#"{"error":{"message":"the model crashed"}}"#.to_vec(),
     })
     .await;
-    let base_url = format!("{}/v1", _up.base_url());
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--compute-backend",
-        "openai",
-        "--openai-base-url",
-        &base_url,
-        "--model-price",
-        PRICE,
-    ];
-    let provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
-    let pc = provider.client().await.expect("provider bus");
-    let (provider_id, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", provider.log("lcpnode")));
-    let requester = InProcessNode::start().expect("requester");
-    let rc = requester.client().await.expect("requester bus");
-    wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
-    connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.expect("channel");
+    let n = provider_and_requester(&_up).await;
+    let (provider, pc, provider_id, requester, rc) = (n.provider, n.pc, n.provider_id, n.requester, n.rc);
     wait_offer(&rc, &provider_id, MODEL).await.expect("manifest");
 
     let cli = |extra: Vec<String>| {

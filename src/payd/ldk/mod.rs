@@ -731,8 +731,20 @@ impl LdkEngine {
         if !self.is_connected(&peer) {
             return Err(PaydError::PeerNotConnected { peer });
         }
-        let mut rx = self.inner.channel_events.subscribe();
+        let rx = self.inner.channel_events.subscribe();
         self.close_channel(channel_id, peer)?;
+        self.wait_closed(rx, channel_id, timeout, "channel close").await
+    }
+
+    /// Waits on `rx` (subscribed before the close was asked) until LDK reports `channel_id`
+    /// closed; returns LDK's reason.
+    async fn wait_closed(
+        &self,
+        mut rx: broadcast::Receiver<ChannelEvent>,
+        channel_id: [u8; 32],
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<String, PaydError> {
         let wait = async {
             loop {
                 match rx.recv().await {
@@ -749,9 +761,7 @@ impl LdkEngine {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| PaydError::OperationTimeout { what: "channel close", after: timeout })?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| PaydError::OperationTimeout { what, after: timeout })?
     }
 
     /// Close a channel by force (our latest commitment is handed to the broadcaster, without the
@@ -769,7 +779,7 @@ impl LdkEngine {
             .find(|c| c.channel_id == channel_id)
             .map(|c| c.counterparty)
             .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
-        let mut rx = self.inner.channel_events.subscribe();
+        let rx = self.inner.channel_events.subscribe();
         {
             // Not while a round runs: the round's list of HTLCs per channel must see the channel
             // with every HTLC whose messages leave in it.
@@ -784,25 +794,7 @@ impl LdkEngine {
                 .map_err(|e| PaydError::Ldk { op: "force_close", reason: format!("{e:?}") })?;
         }
         self.inner.process();
-        let wait = async {
-            loop {
-                match rx.recv().await {
-                    Ok(ChannelEvent::Closed { channel_id: c, reason, .. }) if c == channel_id => return Ok(reason),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !self.channels().iter().any(|c| c.channel_id == channel_id) {
-                            return Ok("closed".to_string());
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(PaydError::BackendUnavailable { reason: "engine stopped".into() })
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| PaydError::OperationTimeout { what: "channel force close", after: timeout })?
+        self.wait_closed(rx, channel_id, timeout, "channel force close").await
     }
 
     /// Channels closed in the last [`CLOSED_CHANNEL_KEEP_SECS`], most recent first.
