@@ -53,6 +53,10 @@ pub struct JobdArgs {
     /// Models offered, comma-separated [default: the models of the price table]
     #[arg(long, env = "LCP_MODELS", value_delimiter = ',', value_name = "MODEL,...")]
     pub models: Option<Vec<String>>,
+    /// Task kinds the openai backend offers, comma-separated [default: openai.chat_completions.v1,openai.responses.v1];
+    /// of these, only what the upstream serves is offered
+    #[arg(long, env = "LCP_TASK_KINDS", value_delimiter = ',', value_name = "KIND,...")]
+    pub task_kinds: Option<Vec<String>>,
     /// Price of a model in msat per million input and output tokens; repeat it or separate
     /// entries with commas. Set over the file's [jobd.pricing.models]; when given, the models
     /// offered default to those of the price table
@@ -187,6 +191,15 @@ impl JobdConfig {
                 if let Some(m) = &models {
                     c.models = m.clone();
                 }
+                if let Some(k) = &args.task_kinds {
+                    c.task_kinds = k.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+                }
+            }
+            BackendConfig::Deterministic(_) | BackendConfig::Exec(_) if args.task_kinds.is_some() => {
+                return Err(ConfigError::Invalid {
+                    what: "task-kinds",
+                    msg: "applies to the openai backend only".into(),
+                });
             }
             BackendConfig::Deterministic(c) => {
                 if let Some(m) = &models {
