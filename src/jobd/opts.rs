@@ -316,6 +316,23 @@ mod tests {
     }
 
     #[test]
+    fn task_kinds_choose_what_the_openai_backend_offers() {
+        let kinds = |c: &JobdConfig| match &c.backend {
+            BackendConfig::Openai(o) => o.task_kinds.clone(),
+            other => panic!("{other:?}"),
+        };
+        // Default both; the flag (comma-separated) goes over the file's key.
+        assert_eq!(kinds(&resolve(&[], FILE).unwrap()), ["openai.chat_completions.v1", "openai.responses.v1"]);
+        let file = "[backend]\nkind = \"openai\"\ntask_kinds = [\"openai.responses.v1\"]\n";
+        assert_eq!(kinds(&resolve(&[], file).unwrap()), ["openai.responses.v1"]);
+        let c = resolve(&["--task-kinds", "openai.chat_completions.v1"], file).unwrap();
+        assert_eq!(kinds(&c), ["openai.chat_completions.v1"]);
+        // Only the openai backend has kinds to choose.
+        let e = resolve(&["--task-kinds", "openai.chat_completions.v1"], "").unwrap_err().to_string();
+        assert!(e.starts_with("task-kinds: "), "{e}");
+    }
+
+    #[test]
     fn malformed_model_prices_are_one_line_errors() {
         for bad in ["gpt-4o-mini", "gpt-4o-mini=1", "gpt-4o-mini=x:1", "=1:2", "a=1:2,a=2:3"] {
             let e = resolve(&["--model-price", bad], "").unwrap_err().to_string();
