@@ -379,14 +379,18 @@ async fn an_upstream_without_responses_is_offered_for_chat_and_its_listed_models
     })
     .await;
     let mut pricing = PricingConfig::default();
-    pricing.set_prices(&lcp::jobd::pricing::parse_model_prices(&["gpt-5.2=1:1".to_owned(), "gpt-4o-mini=1:1".to_owned()]).expect("prices"));
+    pricing.set_prices(
+        &lcp::jobd::pricing::parse_model_prices(&["gpt-5.2=1:1".to_owned(), "gpt-4o-mini=1:1".to_owned()])
+            .expect("prices"),
+    );
     let config = OpenAiConfig {
         base_url: up.base_url(),
         api_key: "test-key".into(),
         models: vec!["gpt-5.2".into(), "gpt-4o-mini".into()],
         ..OpenAiConfig::default()
     };
-    let backend = Arc::new(OpenAiBackend::new(&config, Arc::new(Pricer::new(&pricing).expect("pricer"))).expect("backend"));
+    let backend =
+        Arc::new(OpenAiBackend::new(&config, Arc::new(Pricer::new(&pricing).expect("pricer"))).expect("backend"));
     assert_eq!(backend.offers().len(), 4, "before any probe: what is configured");
     let (mut rx, _stop) = follow(&backend);
     assert_eq!(next_offers(&mut rx).await, [format!("{TASK_KIND_CHAT_COMPLETIONS} gpt-5.2")]);

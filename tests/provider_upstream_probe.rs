@@ -32,9 +32,10 @@ fn answer(_: &jobd_upstream::Recorded) -> Script {
 /// The (task kind, model) pairs of `provider`'s manifest as the requester holds it.
 async fn manifest_tasks(rc: &Bus, provider: &str) -> Option<BTreeSet<(String, String)>> {
     match lcpd(rc, LcpdApi::ListLcpPeers).await.ok()? {
-        LcpdApi::LcpPeers(peers) => peers.into_iter().find(|p| p.node_id == provider).map(|p| {
-            p.manifest.tasks.into_iter().map(|t| (t.task_kind, t.model.unwrap_or_default())).collect()
-        }),
+        LcpdApi::LcpPeers(peers) => peers
+            .into_iter()
+            .find(|p| p.node_id == provider)
+            .map(|p| p.manifest.tasks.into_iter().map(|t| (t.task_kind, t.model.unwrap_or_default())).collect()),
         _ => None,
     }
 }

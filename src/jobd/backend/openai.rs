@@ -46,9 +46,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    check_offered, check_offers_priced, error_body_text, priced_models, quote_offered,
-    result_content_type, ComputeBackend, ComputeError, JobOutcome, JobSpec, ResultSink, TaskOffer, CONTENT_TYPE_JSON,
-    MAX_ERROR_BODY_BYTES, TASK_KIND_CHAT_COMPLETIONS, TASK_KIND_RESPONSES,
+    check_offered, check_offers_priced, error_body_text, priced_models, quote_offered, result_content_type,
+    ComputeBackend, ComputeError, JobOutcome, JobSpec, ResultSink, TaskOffer, CONTENT_TYPE_JSON, MAX_ERROR_BODY_BYTES,
+    TASK_KIND_CHAT_COMPLETIONS, TASK_KIND_RESPONSES,
 };
 use crate::jobd::pricing::{PriceQuote, Pricer};
 
