@@ -349,3 +349,121 @@ async fn https_upstream_works_with_a_configured_root_and_fails_without() {
         Err(ComputeError::Config { .. })
     ));
 }
+
+/// Follows `backend`'s upstream in a task; returns the receiver of its offers and the stop token.
+fn follow(
+    backend: &Arc<OpenAiBackend>,
+) -> (tokio::sync::watch::Receiver<Vec<lcp::jobd::backend::TaskOffer>>, tokio_util::sync::DropGuard) {
+    let rx = backend.offer_updates().expect("the openai backend's offers follow its upstream");
+    let stop = CancellationToken::new();
+    let b = Arc::clone(backend);
+    let s = stop.clone();
+    tokio::spawn(async move { b.follow(s).await });
+    (rx, stop.drop_guard())
+}
+
+/// The task kinds offered for gpt-5.2 once the offers change.
+async fn next_offers(rx: &mut tokio::sync::watch::Receiver<Vec<lcp::jobd::backend::TaskOffer>>) -> Vec<String> {
+    tokio::time::timeout(LIMIT, rx.changed()).await.expect("offers change within the limit").expect("backend alive");
+    rx.borrow_and_update().iter().map(|o| format!("{} {}", o.task_kind, o.model)).collect()
+}
+
+#[tokio::test]
+async fn an_upstream_without_responses_is_offered_for_chat_and_its_listed_models_only() {
+    // llama-cpp-python: lists its one model, rejects the probe body with 422 on chat, has no
+    // /v1/responses (404).
+    let mut up = Upstream::start_with(upstream::probe_llama_cpp_python(&["gpt-5.2"]), |_| Script::Respond {
+        status: 200,
+        content_type: "application/json",
+        body: br#"{"id":"x"}"#.to_vec(),
+    })
+    .await;
+    let mut pricing = PricingConfig::default();
+    pricing.set_prices(
+        &lcp::jobd::pricing::parse_model_prices(&["gpt-5.2=1:1".to_owned(), "gpt-4o-mini=1:1".to_owned()])
+            .expect("prices"),
+    );
+    let config = OpenAiConfig {
+        base_url: up.base_url(),
+        api_key: "test-key".into(),
+        models: vec!["gpt-5.2".into(), "gpt-4o-mini".into()],
+        ..OpenAiConfig::default()
+    };
+    let backend =
+        Arc::new(OpenAiBackend::new(&config, Arc::new(Pricer::new(&pricing).expect("pricer"))).expect("backend"));
+    assert_eq!(backend.offers().len(), 4, "before any probe: what is configured");
+    let (mut rx, _stop) = follow(&backend);
+    assert_eq!(next_offers(&mut rx).await, [format!("{TASK_KIND_CHAT_COMPLETIONS} gpt-5.2")]);
+    // What is not offered is refused before any payment.
+    assert!(matches!(
+        backend.quote(&job(TASK_KIND_RESPONSES, r#"{"model":"gpt-5.2","input":"hi"}"#)),
+        Err(ComputeError::UnsupportedTaskKind { .. })
+    ));
+    let mut other = job(TASK_KIND_CHAT_COMPLETIONS, CHAT);
+    other.model = "gpt-4o-mini".into();
+    assert!(matches!(backend.quote(&other), Err(ComputeError::UnsupportedModel { .. })));
+    backend.quote(&job(TASK_KIND_CHAT_COMPLETIONS, CHAT)).expect("chat is quoted");
+    // The probes: the model list, then each endpoint with an invalid body and the key; no job
+    // request reached the upstream.
+    let mut probes = Vec::new();
+    while probes.len() < 3 {
+        let p = tokio::time::timeout(LIMIT, up.probes.recv()).await.expect("probe").expect("running");
+        assert_eq!(p.header("authorization"), Some("Bearer test-key"));
+        probes.push((p.method, p.path, String::from_utf8_lossy(&p.body).into_owned()));
+    }
+    assert_eq!(
+        probes,
+        [
+            ("GET".to_owned(), "/v1/models".to_owned(), String::new()),
+            ("POST".to_owned(), "/v1/chat/completions".to_owned(), "{}".to_owned()),
+            ("POST".to_owned(), "/v1/responses".to_owned(), "{}".to_owned()),
+        ]
+    );
+    assert!(up.requests.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_offered_again_when_it_comes_back() {
+    let mut up = Upstream::start(|_| Script::Respond {
+        status: 200,
+        content_type: "application/json",
+        body: br#"{"id":"x"}"#.to_vec(),
+    })
+    .await;
+    up.stop();
+    let backend = backend_with(&up, |c| c.models = vec!["gpt-5.2".into()]);
+    let all = [format!("{TASK_KIND_CHAT_COMPLETIONS} gpt-5.2"), format!("{TASK_KIND_RESPONSES} gpt-5.2")];
+    let (mut rx, _stop) = follow(&backend);
+    // Connection refused at start: nothing offered, nothing quoted.
+    assert!(next_offers(&mut rx).await.is_empty());
+    assert!(matches!(
+        backend.quote(&job(TASK_KIND_CHAT_COMPLETIONS, CHAT)),
+        Err(ComputeError::UnsupportedTaskKind { .. })
+    ));
+    // Back: offered again (the prober retries with backoff).
+    up.resume().await;
+    assert_eq!(next_offers(&mut rx).await, all);
+    // Gone again: the next job cannot connect, which withdraws the offers at once ...
+    up.stop();
+    let (task, _out, _c) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT), 4);
+    assert!(matches!(finish(task).await, Err(ComputeError::Unavailable(_))));
+    assert!(next_offers(&mut rx).await.is_empty());
+    // ... until the upstream answers again.
+    up.resume().await;
+    assert_eq!(next_offers(&mut rx).await, all);
+    let (task, mut out, _c) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT), 4);
+    assert_eq!(drain(&mut out).await, br#"{"id":"x"}"#);
+    finish(task).await.expect("the job runs");
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_the_key_is_not_offered() {
+    let up = Upstream::start_with(
+        |_| Script::Respond { status: 401, content_type: "application/json", body: b"{}".to_vec() },
+        |_| Script::Respond { status: 401, content_type: "application/json", body: b"{}".to_vec() },
+    )
+    .await;
+    let backend = backend_with(&up, |c| c.models = vec!["gpt-5.2".into()]);
+    let (mut rx, _stop) = follow(&backend);
+    assert!(next_offers(&mut rx).await.is_empty());
+}

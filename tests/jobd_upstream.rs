@@ -3,6 +3,12 @@
 //! (JSON, SSE with gates the test opens, hang, endless stream, big body). It reports when a
 //! client closes a connection it was still serving.
 //!
+//! The provider probes its upstream (`GET /v1/models` and a `POST` of `{}` to each endpoint);
+//! the server answers those with a separate probe script (by default: no `/v1/models`, both
+//! endpoints present, as a server that rejects the invalid body with 400) and records them in
+//! `probes` only, so `requests` and `events` hold the jobs' requests alone. It can be stopped
+//! (connections refused) and resumed on the same port.
+//!
 //! Other test files and the benchmark include this file with `#[path]`; compiled on its own it
 //! runs its self-tests.
 #![allow(dead_code)]
@@ -65,42 +71,106 @@ pub enum Event {
     ClientClosed,
 }
 
+type ScriptFn = dyn Fn(&Recorded) -> Script + Send + Sync;
+
+/// The channels and scripts a (resumed) server feeds.
+#[derive(Clone)]
+struct Wiring {
+    script: Arc<ScriptFn>,
+    probe: Arc<ScriptFn>,
+    req_tx: mpsc::UnboundedSender<Recorded>,
+    ev_tx: mpsc::UnboundedSender<Event>,
+    probe_tx: mpsc::UnboundedSender<Recorded>,
+}
+
 pub struct Upstream {
     pub addr: std::net::SocketAddr,
     pub requests: mpsc::UnboundedReceiver<Recorded>,
     pub events: mpsc::UnboundedReceiver<Event>,
-    task: tokio::task::JoinHandle<()>,
+    /// The provider's probes (see the module docs), as received.
+    pub probes: mpsc::UnboundedReceiver<Recorded>,
+    wiring: Wiring,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
+    }
+}
+
+/// Whether a request is the provider's probe: `GET .../models` or a `POST` of `{}`.
+pub fn is_probe(req: &Recorded) -> bool {
+    (req.method == "GET" && req.path.ends_with("/models")) || (req.method == "POST" && req.body == b"{}")
+}
+
+fn json(status: u16, body: &str) -> Script {
+    Script::Respond { status, content_type: "application/json", body: body.as_bytes().to_vec() }
+}
+
+/// The default probe answers: no `/v1/models` (404), both endpoints reject the body with 400.
+pub fn probe_default(req: &Recorded) -> Script {
+    if req.method == "GET" {
+        json(404, r#"{"error":{"message":"not found","type":"invalid_request_error"}}"#)
+    } else {
+        json(400, r#"{"error":{"message":"you must provide a model parameter","type":"invalid_request_error"}}"#)
+    }
+}
+
+/// Probe answers of a llama-cpp-python server serving `models`: its model list, 422 from its
+/// request validation on `/v1/chat/completions`, and 404 on `/v1/responses`, which it lacks.
+pub fn probe_llama_cpp_python(models: &'static [&'static str]) -> impl Fn(&Recorded) -> Script + Send + Sync {
+    move |req| {
+        if req.method == "GET" {
+            let data: Vec<String> =
+                models.iter().map(|m| format!(r#"{{"id":"{m}","object":"model","owned_by":"me"}}"#)).collect();
+            json(200, &format!(r#"{{"object":"list","data":[{}]}}"#, data.join(",")))
+        } else if req.path.ends_with("/chat/completions") {
+            json(422, r#"{"detail":[{"type":"missing","loc":["body","messages"],"msg":"Field required"}]}"#)
+        } else {
+            json(404, r#"{"detail":"Not Found"}"#)
+        }
     }
 }
 
 impl Upstream {
-    /// Starts a server answering every request with `script(&request)`.
+    /// Starts a server answering every request with `script(&request)` (probes: [`probe_default`]).
     pub async fn start<F>(script: F) -> Upstream
     where
+        F: Fn(&Recorded) -> Script + Send + Sync + 'static,
+    {
+        Self::start_with(probe_default, script).await
+    }
+
+    /// Starts a server answering the provider's probes with `probe` and every other request
+    /// with `script`.
+    pub async fn start_with<P, F>(probe: P, script: F) -> Upstream
+    where
+        P: Fn(&Recorded) -> Script + Send + Sync + 'static,
         F: Fn(&Recorded) -> Script + Send + Sync + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (req_tx, requests) = mpsc::unbounded_channel();
         let (ev_tx, events) = mpsc::unbounded_channel();
-        let script = Arc::new(script);
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let _ = sock.set_nodelay(true);
-                let script = Arc::clone(&script);
-                let req_tx = req_tx.clone();
-                let ev_tx = ev_tx.clone();
-                tokio::spawn(async move {
-                    serve(sock, &*script, req_tx, ev_tx).await;
-                });
-            }
-        });
-        Upstream { addr, requests, events, task }
+        let (probe_tx, probes) = mpsc::unbounded_channel();
+        let wiring = Wiring { script: Arc::new(script), probe: Arc::new(probe), req_tx, ev_tx, probe_tx };
+        let task = Some(tokio::spawn(accept(listener, wiring.clone())));
+        Upstream { addr, requests, events, probes, wiring, task }
+    }
+
+    /// Stops listening and closes every connection: connections are refused until [`resume`](Self::resume).
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same address, with the same scripts and channels.
+    pub async fn resume(&mut self) {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).await.expect("bind the same loopback port again");
+        self.task = Some(tokio::spawn(accept(listener, self.wiring.clone())));
     }
 
     /// Base URL without `/v1` (the backend appends it).
@@ -125,6 +195,19 @@ impl Upstream {
                 return;
             }
         }
+    }
+}
+
+/// Accepts connections until aborted; aborting it aborts every connection it serves.
+async fn accept(listener: TcpListener, w: Wiring) {
+    let mut conns = tokio::task::JoinSet::new();
+    while let Ok((sock, _)) = listener.accept().await {
+        while conns.try_join_next().is_some() {}
+        let _ = sock.set_nodelay(true);
+        let w = w.clone();
+        conns.spawn(async move {
+            serve(sock, &w).await;
+        });
     }
 }
 
@@ -170,6 +253,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        404 => "Not Found",
+        422 => "Unprocessable Entity",
         401 => "Unauthorized",
         403 => "Forbidden",
         429 => "Too Many Requests",
@@ -198,17 +283,19 @@ async fn closed(r: &mut tokio::net::tcp::ReadHalf<'_>) {
     }
 }
 
-async fn serve(
-    mut sock: TcpStream,
-    script: &(dyn Fn(&Recorded) -> Script + Send + Sync),
-    req_tx: mpsc::UnboundedSender<Recorded>,
-    ev_tx: mpsc::UnboundedSender<Event>,
-) {
+async fn serve(mut sock: TcpStream, w: &Wiring) {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut sock, &mut buf).await {
-        let plan = script(&req);
-        let _ = ev_tx.send(Event::Request(req.path.clone()));
-        let _ = req_tx.send(req);
+        let probe = is_probe(&req);
+        let plan = if probe { (w.probe)(&req) } else { (w.script)(&req) };
+        // Probes go to their own channel only: events report the jobs' requests.
+        let ev_tx = if probe { None } else { Some(&w.ev_tx) };
+        if probe {
+            let _ = w.probe_tx.send(req);
+        } else {
+            let _ = w.ev_tx.send(Event::Request(req.path.clone()));
+            let _ = w.req_tx.send(req);
+        }
         let (mut rd, mut wr) = sock.split();
         let finished = match plan {
             Script::Respond { status, content_type, body } => {
@@ -299,10 +386,10 @@ async fn serve(
                 }
             }
         };
-        if finished {
-            let _ = ev_tx.send(Event::Completed);
-        } else {
-            let _ = ev_tx.send(Event::ClientClosed);
+        if let Some(ev_tx) = ev_tx {
+            let _ = ev_tx.send(if finished { Event::Completed } else { Event::ClientClosed });
+        }
+        if !finished {
             return;
         }
     }

@@ -53,6 +53,10 @@ pub struct JobdArgs {
     /// Models offered, comma-separated [default: the models of the price table]
     #[arg(long, env = "LCP_MODELS", value_delimiter = ',', value_name = "MODEL,...")]
     pub models: Option<Vec<String>>,
+    /// Task kinds the openai backend offers, comma-separated [default: openai.chat_completions.v1,openai.responses.v1];
+    /// of these, only what the upstream serves is offered
+    #[arg(long, env = "LCP_TASK_KINDS", value_delimiter = ',', value_name = "KIND,...")]
+    pub task_kinds: Option<Vec<String>>,
     /// Price of a model in msat per million input and output tokens; repeat it or separate
     /// entries with commas. Set over the file's [jobd.pricing.models]; when given, the models
     /// offered default to those of the price table
@@ -187,6 +191,15 @@ impl JobdConfig {
                 if let Some(m) = &models {
                     c.models = m.clone();
                 }
+                if let Some(k) = &args.task_kinds {
+                    c.task_kinds = k.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+                }
+            }
+            BackendConfig::Deterministic(_) | BackendConfig::Exec(_) if args.task_kinds.is_some() => {
+                return Err(ConfigError::Invalid {
+                    what: "task-kinds",
+                    msg: "applies to the openai backend only".into(),
+                });
             }
             BackendConfig::Deterministic(c) => {
                 if let Some(m) = &models {
@@ -300,6 +313,23 @@ mod tests {
         assert!(matches!(c.backend, BackendConfig::Openai(_)));
         let c = resolve(&["--compute-backend", "deterministic"], FILE).unwrap();
         assert!(matches!(c.backend, BackendConfig::Deterministic(_)));
+    }
+
+    #[test]
+    fn task_kinds_choose_what_the_openai_backend_offers() {
+        let kinds = |c: &JobdConfig| match &c.backend {
+            BackendConfig::Openai(o) => o.task_kinds.clone(),
+            other => panic!("{other:?}"),
+        };
+        // Default both; the flag (comma-separated) goes over the file's key.
+        assert_eq!(kinds(&resolve(&[], FILE).unwrap()), ["openai.chat_completions.v1", "openai.responses.v1"]);
+        let file = "[backend]\nkind = \"openai\"\ntask_kinds = [\"openai.responses.v1\"]\n";
+        assert_eq!(kinds(&resolve(&[], file).unwrap()), ["openai.responses.v1"]);
+        let c = resolve(&["--task-kinds", "openai.chat_completions.v1"], file).unwrap();
+        assert_eq!(kinds(&c), ["openai.chat_completions.v1"]);
+        // Only the openai backend has kinds to choose.
+        let e = resolve(&["--task-kinds", "openai.chat_completions.v1"], "").unwrap_err().to_string();
+        assert!(e.starts_with("task-kinds: "), "{e}");
     }
 
     #[test]

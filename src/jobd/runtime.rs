@@ -3,6 +3,11 @@
 //! A worker announces what it serves to lcpd when it joins and every heartbeat, prices jobs
 //! (`Quote`), runs them (`Execute`) with its output streamed to lcpd as `Output` events in order,
 //! and stops them on `Cancel`. It refuses work beyond its capacity.
+//!
+//! A backend whose offers change (the openai backend follows what its upstream serves and
+//! whether it answers) is followed for the worker's lifetime: the worker announces no offers
+//! until they are known and announces again at once when they change, so lcpd's manifest
+//! offers only what can be delivered.
 
 use super::backend::{build_backend, ComputeBackend, JobSpec as BackendJob};
 use super::pricing::Pricer;
@@ -13,6 +18,7 @@ use crate::bus::broker::HEARTBEAT_INTERVAL;
 use crate::bus::{Bus, BusError, Corr, ErrorCode, Incoming, RemoteError, ServiceId};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -33,12 +39,17 @@ struct Worker {
     capacity: u32,
     instance: u64,
     running: Running,
+    /// Whether the backend's offers are known (fixed ones are; followed ones once reported).
+    offers_known: AtomicBool,
 }
 
 impl Worker {
     fn announce(&self) -> Body {
-        let offers =
-            self.backend.offers().into_iter().map(|o| Offer { task_kind: o.task_kind, model: Some(o.model) }).collect();
+        let offers = if self.offers_known.load(Ordering::SeqCst) {
+            self.backend.offers().into_iter().map(|o| Offer { task_kind: o.task_kind, model: Some(o.model) }).collect()
+        } else {
+            Vec::new()
+        };
         let runs = self.running.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         Body::Jobd(JobdApi::Announce(WorkerAnnounce { instance: self.instance, offers, capacity: self.capacity, runs }))
     }
@@ -70,14 +81,23 @@ pub async fn run(config: JobdConfig, bus: Bus, shutdown: CancellationToken) -> R
             ("models".into(), models.join(",")),
         ],
     );
+    let mut offer_updates = backend.offer_updates();
+    let backend_offers_fixed = offer_updates.is_none();
     let w = Arc::new(Worker {
         bus: bus.clone(),
         backend,
         capacity: config.capacity,
         instance: rand::random(),
         running: Arc::new(Mutex::new(HashMap::new())),
+        offers_known: AtomicBool::new(backend_offers_fixed),
     });
     let mut rx = bus.take_incoming().ok_or(BusError::Taken)?;
+    let follow_stop = shutdown.child_token();
+    let _stop_following = follow_stop.clone().drop_guard();
+    if offer_updates.is_some() {
+        let backend = w.backend.clone();
+        tokio::spawn(async move { backend.follow(follow_stop).await });
+    }
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     tracing::info!(target: TARGET, worker = %config.worker_name, backend = w.backend.name(), capacity = config.capacity, "jobd ready");
     loop {
@@ -86,6 +106,18 @@ pub async fn run(config: JobdConfig, bus: Bus, shutdown: CancellationToken) -> R
             _ = heartbeat.tick() => {
                 if let Err(e) = bus.send_event(&ServiceId::Lcpd, w.announce()) {
                     tracing::debug!(target: TARGET, "announce failed: {e}");
+                }
+            }
+            changed = offers_changed(&mut offer_updates) => {
+                if changed {
+                    w.offers_known.store(true, Ordering::SeqCst);
+                    let offers = w.backend.offers().len();
+                    tracing::debug!(target: TARGET, offers, "offers changed; announcing");
+                    if let Err(e) = bus.send_event(&ServiceId::Lcpd, w.announce()) {
+                        tracing::debug!(target: TARGET, "announce failed: {e}");
+                    }
+                } else {
+                    offer_updates = None;
                 }
             }
             m = rx.recv() => match m {
@@ -98,6 +130,15 @@ pub async fn run(config: JobdConfig, bus: Bus, shutdown: CancellationToken) -> R
         t.cancel();
     }
     Ok(())
+}
+
+/// Resolves when the followed offers change (`true`) or their sender is gone (`false`); never
+/// for fixed offers.
+async fn offers_changed(updates: &mut Option<tokio::sync::watch::Receiver<Vec<super::backend::TaskOffer>>>) -> bool {
+    match updates {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 fn handle(w: &Arc<Worker>, m: Incoming) {

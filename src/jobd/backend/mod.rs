@@ -256,7 +256,12 @@ pub fn error_body_text(raw: &[u8]) -> String {
 /// Contract (every implementation, checked by [`conformance`]):
 ///
 /// * **Offers.** [`offers`](ComputeBackend::offers) lists every (task kind, model) pair the
-///   backend serves; it is fixed for the backend's lifetime. A job whose task kind is not
+///   backend serves now. It is fixed for the backend's lifetime, unless the backend follows
+///   something outside it: then [`offer_updates`](ComputeBackend::offer_updates) returns a
+///   receiver that changes with the offers (the first change after
+///   [`follow`](ComputeBackend::follow) starts says they are known), and `follow`, which the
+///   worker runs for the backend's lifetime, keeps them current (the openai backend probes its
+///   upstream). A job whose task kind is not
 ///   offered fails with [`ComputeError::UnsupportedTaskKind`] (code 2), a job whose model is not
 ///   offered for that kind with [`ComputeError::UnsupportedModel`] (code 2), both in `quote` and
 ///   in `execute`.
@@ -291,8 +296,19 @@ pub trait ComputeBackend: Send + Sync {
     /// Short name of the implementation (`deterministic`, `openai`, `exec`).
     fn name(&self) -> &'static str;
 
-    /// Every (task kind, model) pair served, sorted and without duplicates.
+    /// Every (task kind, model) pair served now, sorted and without duplicates.
     fn offers(&self) -> Vec<TaskOffer>;
+
+    /// For a backend whose offers change: a receiver of them (see the trait contract). `None`
+    /// (the default): the offers are fixed.
+    fn offer_updates(&self) -> Option<tokio::sync::watch::Receiver<Vec<TaskOffer>>> {
+        None
+    }
+
+    /// Keeps the offers current until `stop` fires (a backend with fixed offers returns at once).
+    async fn follow(&self, stop: CancellationToken) {
+        let _ = stop;
+    }
 
     /// Prices `job` (see the trait contract).
     fn quote(&self, job: &JobSpec) -> Result<PriceQuote, ComputeError>;
