@@ -1,6 +1,7 @@
 //! A local OpenAI-compatible upstream for jobd tests and benchmarks: a minimal HTTP/1.1 server
 //! on 127.0.0.1 (port 0) that records each request and answers with a scripted behaviour
-//! (JSON, SSE with gates the test opens, hang, endless stream, big body). It reports when a
+//! (JSON, SSE with gates the test opens, hang, endless stream, big body, a stream paced by the
+//! upstream itself, a stream that stalls). It reports when a
 //! client closes a connection it was still serving.
 //!
 //! Other test files and the benchmark include this file with `#[path]`; compiled on its own it
@@ -49,6 +50,12 @@ pub enum Script {
     Endless,
     /// A 200 JSON body of `len` bytes.
     Big { len: usize },
+    /// SSE over chunked encoding, one event every `every` (the first at once), as a model
+    /// generating slowly: the whole stream lasts longer than any single silence in it.
+    Paced { events: Vec<Vec<u8>>, every: Duration },
+    /// SSE over chunked encoding: the response head and `events`, then silence with the
+    /// connection open until the client closes (no events: headers and no body byte).
+    Stall { events: Vec<Vec<u8>> },
 }
 
 /// What the server observed, in order.
@@ -259,6 +266,35 @@ async fn serve(
             }
             Script::Hang => {
                 closed(&mut rd).await;
+                false
+            }
+            Script::Paced { events, every } => {
+                let write = async {
+                    wr.write_all(SSE_HEAD).await?;
+                    for (i, ev) in events.iter().enumerate() {
+                        if i > 0 {
+                            // The upstream's own pace (generation time), not test ordering.
+                            tokio::time::sleep(every).await;
+                        }
+                        wr.write_all(&chunk(ev)).await?;
+                        wr.flush().await?;
+                    }
+                    wr.write_all(b"0\r\n\r\n").await?;
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    r = write => r.is_ok(),
+                    () = closed(&mut rd) => false,
+                }
+            }
+            Script::Stall { events } => {
+                let mut head = SSE_HEAD.to_vec();
+                for ev in &events {
+                    head.extend_from_slice(&chunk(ev));
+                }
+                if wr.write_all(&head).await.is_ok() && wr.flush().await.is_ok() {
+                    closed(&mut rd).await;
+                }
                 false
             }
             Script::Endless => {

@@ -5,9 +5,14 @@
 //!
 //! Behaviour follows the reference backend: base URL default `https://api.openai.com/v1`,
 //! trailing `/` removed and `/v1` appended when missing; headers `Authorization: Bearer <key>`,
-//! `Content-Type: application/json; charset=utf-8`, `Accept: */*`; a timeout on the whole
-//! request including the body (default 30 s); a response cap (default 16 MiB); non-2xx statuses
-//! carry up to 1024 bytes of the upstream body.
+//! `Content-Type: application/json; charset=utf-8`, `Accept: */*`; a response cap (default
+//! 16 MiB); non-2xx statuses carry up to 1024 bytes of the upstream body.
+//!
+//! Time limits bound silence, not length (the reference bounds the whole request, which cuts any
+//! healthy generation longer than the limit): the upstream's response headers and first body byte
+//! must come within `first_byte_timeout_secs`, then each further body chunk within
+//! `idle_timeout_secs` of the one before. There is no cap on the whole request: its length is
+//! bounded by the response cap and the job's output limit, and a stalled one by the idle bound.
 //!
 //! HTTP client: hyper 1 through hyper-util's pooled client, TLS by rustls with the `ring`
 //! provider (no cmake/aws-lc build) and the Mozilla root store from `webpki-roots` (works in
@@ -44,8 +49,11 @@ use crate::jobd::pricing::{PriceQuote, Pricer};
 
 /// Default upstream base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// Default timeout of a whole upstream request, body included (the reference's value).
-pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default time for the upstream's response headers and first body byte (a model may think long
+/// before its first token).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_SECS: u64 = 120;
+/// Default longest silence between two body chunks once the body has started.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default TCP/TLS connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Default cap of an upstream response body (16 MiB, the reference's value).
@@ -65,8 +73,12 @@ pub struct OpenAiConfig {
     pub api_key: String,
     /// Models offered for both OpenAI task kinds; empty = every model of the pricing table.
     pub models: Vec<String>,
-    /// Timeout of a whole request including the body, in seconds (> 0).
-    pub request_timeout_secs: u64,
+    /// Time for the response headers and the first body byte, in seconds (> 0). The former
+    /// `request_timeout_secs` (a bound on the whole request) is read as this.
+    #[serde(alias = "request_timeout_secs")]
+    pub first_byte_timeout_secs: u64,
+    /// Longest silence between two body chunks after the first, in seconds (> 0).
+    pub idle_timeout_secs: u64,
     /// Connect timeout in seconds (> 0).
     pub connect_timeout_secs: u64,
     /// Response body cap in bytes (> 0).
@@ -82,7 +94,8 @@ impl Default for OpenAiConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_key: String::new(),
             models: Vec::new(),
-            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            first_byte_timeout_secs: DEFAULT_FIRST_BYTE_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             ca_file: None,
@@ -96,7 +109,8 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("base_url", &self.base_url)
             .field("api_key", &"<redacted>")
             .field("models", &self.models)
-            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("first_byte_timeout_secs", &self.first_byte_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("ca_file", &self.ca_file)
@@ -162,7 +176,8 @@ pub struct OpenAiBackend {
     responses_uri: Uri,
     auth: HeaderValue,
     offers: Vec<TaskOffer>,
-    request_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
     max_response_bytes: u64,
     pricer: Arc<Pricer>,
 }
@@ -202,7 +217,8 @@ impl OpenAiBackend {
             .map_err(|_| ComputeError::config("api_key", "contains characters not allowed in a header"))?;
         auth.set_sensitive(true);
         for (field, value) in [
-            ("request_timeout_secs", config.request_timeout_secs),
+            ("first_byte_timeout_secs", config.first_byte_timeout_secs),
+            ("idle_timeout_secs", config.idle_timeout_secs),
             ("connect_timeout_secs", config.connect_timeout_secs),
             ("max_response_bytes", config.max_response_bytes),
         ] {
@@ -227,7 +243,8 @@ impl OpenAiBackend {
             responses_uri,
             auth,
             offers,
-            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            first_byte_timeout: Duration::from_secs(config.first_byte_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             max_response_bytes: config.max_response_bytes,
             pricer,
         })
@@ -250,15 +267,15 @@ impl OpenAiBackend {
             .header(USER_AGENT, HeaderValue::from_static(concat!("lcp-node/", env!("CARGO_PKG_VERSION"))))
             .body(Full::new(job.input.clone()))
             .map_err(|e| ComputeError::InvalidTask(format!("cannot build request: {e}")))?;
-        let response = self
-            .client
-            .request(request)
-            .await
+        let mut quiet = Silence::new(self.first_byte_timeout, self.idle_timeout);
+        let response = quiet
+            .bound(self.client.request(request))
+            .await?
             .map_err(|e| ComputeError::Unavailable(format!("request failed: {}", chain(&e))))?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let raw = read_prefix(&mut body, MAX_ERROR_BODY_BYTES + 1).await?;
+            let raw = read_prefix(&mut body, MAX_ERROR_BODY_BYTES + 1, &mut quiet).await?;
             let mut text = error_body_text(&raw);
             if text.is_empty() {
                 text = status.canonical_reason().unwrap_or("").to_owned();
@@ -266,15 +283,18 @@ impl OpenAiBackend {
             return Err(ComputeError::UpstreamStatus { status: status.as_u16(), body: text });
         }
         if job.stream {
-            while let Some(data) = next_data(&mut body).await? {
+            while let Some(data) = quiet.bound(next_data(&mut body)).await?? {
                 sink.send(data).await?;
+                // Counted from here: time our side spent handing the chunk on is not silence.
+                quiet.heard();
             }
             if sink.is_empty() {
                 return Err(ComputeError::EmptyOutput);
             }
         } else {
             let mut buf = BytesMut::new();
-            while let Some(data) = next_data(&mut body).await? {
+            while let Some(data) = quiet.bound(next_data(&mut body)).await?? {
+                quiet.heard();
                 sink.check_room(buf.len() as u64, data.len())?;
                 buf.extend_from_slice(&data);
             }
@@ -302,11 +322,41 @@ async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, ComputeError> {
     }
 }
 
-async fn read_prefix(body: &mut Incoming, limit: usize) -> Result<Vec<u8>, ComputeError> {
+/// The silence bounds of one upstream request: until the first body byte, the first-byte limit
+/// counted from the request; after it, the idle limit counted from the last chunk.
+struct Silence {
+    deadline: tokio::time::Instant,
+    what: &'static str,
+    limit: Duration,
+    idle: Duration,
+}
+
+impl Silence {
+    fn new(first_byte: Duration, idle: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + first_byte;
+        Self { deadline, what: "upstream's first byte", limit: first_byte, idle }
+    }
+
+    /// A body chunk arrived: the next one is due within the idle limit.
+    fn heard(&mut self) {
+        self.deadline = tokio::time::Instant::now() + self.idle;
+        (self.what, self.limit) = ("upstream silence between chunks", self.idle);
+    }
+
+    /// Runs `f` until the current deadline; past it, the bound that expired.
+    async fn bound<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, ComputeError> {
+        tokio::time::timeout_at(self.deadline, f)
+            .await
+            .map_err(|_| ComputeError::Timeout { what: self.what, limit: self.limit })
+    }
+}
+
+async fn read_prefix(body: &mut Incoming, limit: usize, quiet: &mut Silence) -> Result<Vec<u8>, ComputeError> {
     let mut buf = Vec::new();
     while buf.len() < limit {
-        match next_data(body).await? {
+        match quiet.bound(next_data(body)).await?? {
             Some(data) => {
+                quiet.heard();
                 let take = data.len().min(limit - buf.len());
                 buf.extend_from_slice(&data[..take]);
             }
@@ -360,16 +410,11 @@ impl ComputeBackend for OpenAiBackend {
             return Err(ComputeError::InvalidTask("input is empty".into()));
         }
         let mut sink = ResultSink::new(out, cancel.clone(), self.max_response_bytes, job);
-        // Dropping the request future on cancel or timeout drops the connection with it.
+        // Dropping the request future on cancel or a silence bound drops the connection with it.
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(ComputeError::Cancelled),
-            res = tokio::time::timeout(self.request_timeout, self.run(uri, job, &mut sink)) => {
-                res.unwrap_or(Err(ComputeError::Timeout {
-                    what: "upstream request",
-                    limit: self.request_timeout,
-                }))
-            }
+            res = self.run(uri, job, &mut sink) => res,
         };
         outcome?;
         Ok(sink.finish(result_content_type(job, CONTENT_TYPE_JSON)))
@@ -403,7 +448,8 @@ mod tests {
         let bad = [
             OpenAiConfig::default(),
             OpenAiConfig { base_url: "ftp://x".into(), ..ok.clone() },
-            OpenAiConfig { request_timeout_secs: 0, ..ok.clone() },
+            OpenAiConfig { first_byte_timeout_secs: 0, ..ok.clone() },
+            OpenAiConfig { idle_timeout_secs: 0, ..ok.clone() },
             OpenAiConfig { max_response_bytes: 0, ..ok.clone() },
             OpenAiConfig { api_key: "bad\nkey".into(), ..ok.clone() },
             OpenAiConfig { models: vec!["unpriced".into()], ..ok.clone() },
@@ -414,5 +460,17 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn silence_bounds_have_defaults_and_the_old_key_still_loads() {
+        let c: OpenAiConfig = toml::from_str("api_key = \"k\"\n").expect("defaults");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (120, 60));
+        // Existing files say `request_timeout_secs`: it is read as the first-byte bound.
+        let c: OpenAiConfig = toml::from_str("api_key = \"k\"\nrequest_timeout_secs = 7\n").expect("old key");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (7, DEFAULT_IDLE_TIMEOUT_SECS));
+        let c: OpenAiConfig =
+            toml::from_str("first_byte_timeout_secs = 3\nidle_timeout_secs = 2\n").expect("new keys");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (3, 2));
     }
 }
