@@ -6,7 +6,7 @@
 //!
 //! Reference quirks handled: a failure after payment may come as `lcp_error` instead of
 //! `lcp_result(failed)` (both end the job); a provider may stop silently (our deadline ends the
-//! job); cancel does not wait for `lcp_result(cancelled)`; `lcp_result` may come before or
+//! job, and `lcp_cancel` tells the provider to stop); cancel does not wait for `lcp_result(cancelled)`; `lcp_result` may come before or
 //! after `stream_end`.
 
 use super::records::{RequesterRecord, RequesterState};
@@ -97,6 +97,9 @@ pub struct RJob {
     pub rec: RequesterRecord,
     input: Vec<u8>,
     deadline: u64,
+    /// Once the result has begun, each of its chunks moves the deadline to this many seconds
+    /// later (0: the default deadline), so that a long result that keeps flowing is not cut.
+    silence_secs: u64,
     stream: Option<Reassembler>,
     finished_stream: Option<ReassembledStream>,
     pending_result: Option<ResultOk>,
@@ -121,6 +124,7 @@ impl RJob {
             rec,
             input,
             deadline,
+            silence_secs: 0,
             stream: None,
             finished_stream: None,
             pending_result: None,
@@ -581,6 +585,7 @@ impl Engine {
             let limit = e.cfg.limits.max_stream_bytes.min(e.cfg.limits.max_job_bytes.saturating_sub(job.rec.input_len));
             match Reassembler::new(&m, ReassemblyLimits::bytes(limit)) {
                 Ok(r) => {
+                    e.result_progress(now, job);
                     job.stream = Some(r);
                     let notice = Notice::Begin {
                         content_type: m.content_type.clone(),
@@ -591,6 +596,12 @@ impl Engine {
                 Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
             }
         });
+    }
+
+    /// The result moved: the deadline bounds the silence from now on, not the result's length.
+    fn result_progress(&self, now: u64, job: &mut RJob) {
+        let span = if job.silence_secs > 0 { job.silence_secs } else { self.cfg.default_deadline_secs };
+        job.deadline = job.deadline.max(now.saturating_add(span));
     }
 
     /// A local stream check failed: the job fails, and the provider hears why.
@@ -611,7 +622,10 @@ impl Engine {
         self.with_rjob(peer, job_id, |e, job| {
             let Some(stream) = job.stream.as_mut() else { return };
             match stream.push(m) {
-                Ok(crate::wire::lcp::ChunkDisposition::Appended) => e.notify(job_id, Notice::Chunk(m.data.clone())),
+                Ok(crate::wire::lcp::ChunkDisposition::Appended) => {
+                    e.result_progress(now, job);
+                    e.notify(job_id, Notice::Chunk(m.data.clone()))
+                }
                 Ok(_) => {}
                 Err(err) => e.stream_failed(now, job, err.lcp_code(), err.to_string()),
             }
@@ -729,6 +743,8 @@ impl Engine {
         let expiry = now.saturating_add(self.cfg.request_ttl_secs);
         let envelope = self.envelope(v02::PROTOCOL_VERSION, job_id, expiry);
         let peer = job.rec.peer.clone();
+        // The record says why (the gateway's reason: the client went away, or its time-out).
+        job.rec.error.clone_from(&reason);
         self.send(&peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
         job.rec.state = RequesterState::Cancelled;
         job.stream = None;
@@ -798,8 +814,17 @@ impl Engine {
                     self.out.push(Out::Pay { job_id: id, bolt11: job.rec.bolt11.clone() });
                 }
                 RequesterState::AwaitingResult if now >= job.deadline => {
-                    let msg = "no result from the provider before the deadline".to_string();
-                    self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
+                    let msg = if job.stream.is_some() {
+                        "the provider's result stopped before the deadline"
+                    } else {
+                        "no result from the provider before the deadline"
+                    };
+                    // The provider is told, so that it stops working (and its record says why).
+                    let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+                    let envelope = self.envelope(v02::PROTOCOL_VERSION, id, expiry);
+                    let reason = Some("deadline exceeded".to_string());
+                    self.send(&job.rec.peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
+                    self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg.to_string());
                 }
                 // The job ended while its payment's outcome was unknown: payd's record says.
                 s if s.is_terminal()
@@ -823,10 +848,12 @@ impl Engine {
         }
     }
 
-    /// Extends a job's deadline (a caller that accepts a quote gives the execution its own time).
-    pub fn set_deadline(&mut self, job_id: &[u8; 32], deadline: u64) {
+    /// Gives a job `secs` from `now` for its result to begin, and as much again after each
+    /// result chunk (a caller that accepts a quote gives the execution its own time).
+    pub fn set_deadline(&mut self, job_id: &[u8; 32], now: u64, secs: u64) {
         if let Some(j) = self.rjobs.get_mut(job_id) {
-            j.deadline = deadline;
+            j.deadline = now.saturating_add(secs);
+            j.silence_secs = secs;
         }
     }
 
