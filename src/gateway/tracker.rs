@@ -396,7 +396,10 @@ mod tests {
         let (mut t, _rx) = tracked();
         let later = Instant::now() + Duration::from_secs(100);
         assert_eq!(t.sweep(later, Duration::from_secs(200)), vec![]);
-        assert_eq!(t.sweep(later, Duration::from_secs(10)), vec![commit(100), Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
+        assert_eq!(
+            t.sweep(later, Duration::from_secs(10)),
+            vec![commit(100), Action::Cancel { job_id: J, reason: CANCEL_REASON }]
+        );
         assert!(t.is_empty());
         let (mut t, _rx) = tracked();
         t.on_event(J, paid(100));

@@ -469,8 +469,7 @@ mod tests {
         // Existing files say `request_timeout_secs`: it is read as the first-byte bound.
         let c: OpenAiConfig = toml::from_str("api_key = \"k\"\nrequest_timeout_secs = 7\n").expect("old key");
         assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (7, DEFAULT_IDLE_TIMEOUT_SECS));
-        let c: OpenAiConfig =
-            toml::from_str("first_byte_timeout_secs = 3\nidle_timeout_secs = 2\n").expect("new keys");
+        let c: OpenAiConfig = toml::from_str("first_byte_timeout_secs = 3\nidle_timeout_secs = 2\n").expect("new keys");
         assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (3, 2));
     }
 }
