@@ -76,6 +76,8 @@ pub struct Upstream {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Dropping the server closes its listener and every connection it still serves (an upstream
+/// that dies).
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
@@ -94,12 +96,15 @@ impl Upstream {
         let (ev_tx, events) = mpsc::unbounded_channel();
         let script = Arc::new(script);
         let task = tokio::spawn(async move {
+            // Connections die with the server: dropping the set (the task aborted) aborts them.
+            let mut conns = tokio::task::JoinSet::new();
             while let Ok((sock, _)) = listener.accept().await {
+                while conns.try_join_next().is_some() {}
                 let _ = sock.set_nodelay(true);
                 let script = Arc::clone(&script);
                 let req_tx = req_tx.clone();
                 let ev_tx = ev_tx.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     serve(sock, &*script, req_tx, ev_tx).await;
                 });
             }
