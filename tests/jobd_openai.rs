@@ -177,9 +177,9 @@ async fn streamed_response_stops_at_the_job_cap() {
 }
 
 #[tokio::test]
-async fn hung_upstream_hits_the_request_timeout() {
+async fn hung_upstream_hits_the_first_byte_bound() {
     let mut up = Upstream::start(|_| Script::Hang).await;
-    let backend = backend_with(&up, |c| c.request_timeout_secs = 1);
+    let backend = backend_with(&up, |c| c.first_byte_timeout_secs = 1);
     let started = std::time::Instant::now();
     let (task, _rx, _cancel) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT), 4);
     match finish(task).await {
@@ -466,4 +466,71 @@ async fn an_upstream_that_refuses_the_key_is_not_offered() {
     let backend = backend_with(&up, |c| c.models = vec!["gpt-5.2".into()]);
     let (mut rx, _stop) = follow(&backend);
     assert!(next_offers(&mut rx).await.is_empty());
+}
+
+/// A generation that lasts longer than every bound in total but never falls silent longer than
+/// one: it completes, whole (a bound on the whole request cut it).
+#[tokio::test]
+async fn a_long_stream_that_keeps_flowing_is_not_cut() {
+    let tokens: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let events = chat_sse_events(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    let ev = events.clone();
+    let mut up =
+        Upstream::start(move |_| Script::Paced { events: ev.clone(), every: Duration::from_millis(300) }).await;
+    let backend = backend_with(&up, |c| {
+        c.first_byte_timeout_secs = 1;
+        c.idle_timeout_secs = 1;
+    });
+    let started = std::time::Instant::now();
+    let (task, mut rx, _cancel) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT_STREAM), 4);
+    let all = drain(&mut rx).await;
+    let outcome = finish(task).await.expect("the whole stream");
+    assert!(started.elapsed() > Duration::from_secs(2), "the stream outlasted both bounds");
+    assert_eq!(all, events.concat());
+    assert_eq!(outcome.len, all.len() as u64);
+    up.wait_for(Event::Completed, LIMIT).await;
+}
+
+/// Headers and no body byte: the first-byte bound (not the idle one) ends the job; a stream that
+/// stalls after its first event hits the idle bound. Both close the upstream connection.
+#[tokio::test]
+async fn silence_before_the_first_byte_and_mid_stream_is_bounded() {
+    let events = chat_sse_events(&["Hel", "lo"]);
+    let first = events[0].clone();
+    let stall_after_first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = Arc::clone(&stall_after_first);
+    let mut up = Upstream::start(move |_| {
+        let events = if s.load(std::sync::atomic::Ordering::SeqCst) { vec![first.clone()] } else { Vec::new() };
+        Script::Stall { events }
+    })
+    .await;
+    let backend = backend_with(&up, |c| {
+        c.first_byte_timeout_secs = 1;
+        c.idle_timeout_secs = 2;
+    });
+    let (task, mut rx, _cancel) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT_STREAM), 4);
+    match finish(task).await {
+        Err(ComputeError::Timeout { what, limit }) => {
+            assert_eq!((what, limit), ("upstream's first byte", Duration::from_secs(1)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(drain(&mut rx).await.is_empty());
+    up.wait_for(Event::ClientClosed, LIMIT).await;
+
+    stall_after_first.store(true, std::sync::atomic::Ordering::SeqCst);
+    let backend = backend_with(&up, |c| {
+        c.first_byte_timeout_secs = 30;
+        c.idle_timeout_secs = 1;
+    });
+    let (task, mut rx, _cancel) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT_STREAM), 4);
+    match finish(task).await {
+        Err(e @ ComputeError::Timeout { what, limit }) => {
+            assert_eq!((what, limit), ("upstream silence between chunks", Duration::from_secs(1)));
+            assert_eq!(e.lcp_error_code(), 7);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(drain(&mut rx).await, events[0], "the event before the stall was forwarded");
+    up.wait_for(Event::ClientClosed, LIMIT).await;
 }

@@ -1,6 +1,7 @@
 //! A local OpenAI-compatible upstream for jobd tests and benchmarks: a minimal HTTP/1.1 server
 //! on 127.0.0.1 (port 0) that records each request and answers with a scripted behaviour
-//! (JSON, SSE with gates the test opens, hang, endless stream, big body). It reports when a
+//! (JSON, SSE with gates the test opens, hang, endless stream, big body, a stream paced by the
+//! upstream itself, a stream that stalls). It reports when a
 //! client closes a connection it was still serving.
 //!
 //! The provider probes its upstream (`GET /v1/models` and a `POST` of `{}` to each endpoint);
@@ -58,6 +59,12 @@ pub enum Script {
     /// SSE over chunked encoding: event 0 at once, the others after one permit of `gate`, then
     /// the connection is closed without the body's end (an upstream that dies mid-stream).
     SseThenDie { events: Vec<Vec<u8>>, gate: Arc<Semaphore> },
+    /// SSE over chunked encoding, one event every `every` (the first at once), as a model
+    /// generating slowly: the whole stream lasts longer than any single silence in it.
+    Paced { events: Vec<Vec<u8>>, every: Duration },
+    /// SSE over chunked encoding: the response head and `events`, then silence with the
+    /// connection open until the client closes (no events: headers and no body byte).
+    Stall { events: Vec<Vec<u8>> },
 }
 
 /// What the server observed, in order.
@@ -93,6 +100,8 @@ pub struct Upstream {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Dropping the server closes its listener and every connection it still serves (an upstream
+/// that dies).
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop();
@@ -368,6 +377,35 @@ async fn serve(mut sock: TcpStream, w: &Wiring) {
             }
             Script::Hang => {
                 closed(&mut rd).await;
+                false
+            }
+            Script::Paced { events, every } => {
+                let write = async {
+                    wr.write_all(SSE_HEAD).await?;
+                    for (i, ev) in events.iter().enumerate() {
+                        if i > 0 {
+                            // The upstream's own pace (generation time), not test ordering.
+                            tokio::time::sleep(every).await;
+                        }
+                        wr.write_all(&chunk(ev)).await?;
+                        wr.flush().await?;
+                    }
+                    wr.write_all(b"0\r\n\r\n").await?;
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    r = write => r.is_ok(),
+                    () = closed(&mut rd) => false,
+                }
+            }
+            Script::Stall { events } => {
+                let mut head = SSE_HEAD.to_vec();
+                for ev in &events {
+                    head.extend_from_slice(&chunk(ev));
+                }
+                if wr.write_all(&head).await.is_ok() && wr.flush().await.is_ok() {
+                    closed(&mut rd).await;
+                }
                 false
             }
             Script::Endless => {

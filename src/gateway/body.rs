@@ -9,6 +9,10 @@
 //! not cancelled. lcpd hands a result over again from its start (a new `Begin`) when it accepted
 //! another delivery than the one it began to forward: the bytes the client already has are
 //! checked against the new delivery's start (by hash) and skipped.
+//!
+//! A stream is bounded by its silence, not its length: each chunk must come within the idle
+//! time-out of the one before. A stream that stalls ends with a `timeout` error event, and its job
+//! is cancelled at the provider so that it does not run on.
 
 use super::http::Api;
 use super::sse::{error_event, SseEnd};
@@ -28,6 +32,8 @@ pub trait Finish: Send {
     /// The client has the whole result (the stream's terminal event) but the job has not ended
     /// yet: it must end by itself, not be cancelled.
     fn delivered(&mut self);
+    /// The result stalled past the idle time-out: the job is given up (cancelled).
+    fn stalled(&mut self);
 }
 
 /// A streamed job result.
@@ -36,6 +42,7 @@ pub struct JobStream {
     rx: mpsc::UnboundedReceiver<JobEvent>,
     guard: Box<dyn Finish>,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    idle: std::time::Duration,
     api: Api,
     sse: SseEnd,
     /// Bytes sent to the client, and their hash.
@@ -49,18 +56,19 @@ pub struct JobStream {
 
 impl JobStream {
     /// A stream of an `api` result that starts with `first` (if any), then the chunks from `rx`
-    /// until the job's result. The job is abandoned (see the guard) when the body is dropped before
-    /// that, unless the client had received the stream's terminal event.
+    /// until the job's result, each within `idle` of the one before. The job is abandoned (see the
+    /// guard) when the body is dropped before that, unless the client had received the stream's
+    /// terminal event.
     pub fn new(
         api: Api,
         first: Option<Bytes>,
         rx: mpsc::UnboundedReceiver<JobEvent>,
         guard: Box<dyn Finish>,
-        deadline: tokio::time::Instant,
+        idle: std::time::Duration,
     ) -> Self {
-        let deadline = Box::pin(tokio::time::sleep_until(deadline));
+        let deadline = Box::pin(tokio::time::sleep(idle));
         let (sse, sent_hash) = (SseEnd::default(), Sha256::new());
-        Self { first, rx, guard, deadline, api, sse, sent: 0, sent_hash, replay: None, done: false }
+        Self { first, rx, guard, deadline, idle, api, sse, sent: 0, sent_hash, replay: None, done: false }
     }
 
     /// The frame that ends the stream on a failure: nothing more when the client already has the
@@ -148,7 +156,13 @@ impl Body for GatewayBody {
                     return Poll::Ready(s.data(b));
                 }
                 loop {
-                    match s.rx.poll_recv(cx) {
+                    let ev = s.rx.poll_recv(cx);
+                    if matches!(ev, Poll::Ready(Some(_))) {
+                        // The job moved: the silence bound starts again.
+                        let next = tokio::time::Instant::now() + s.idle;
+                        s.deadline.as_mut().reset(next);
+                    }
+                    match ev {
                         Poll::Ready(Some(JobEvent::Chunk(c))) if c.is_empty() => continue,
                         Poll::Ready(Some(JobEvent::Chunk(c))) => match s.chunk(c.into()) {
                             Some(frame) => return Poll::Ready(frame),
@@ -178,7 +192,15 @@ impl Body for GatewayBody {
                     }
                 }
                 if s.deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(s.fail("timeout", "no complete result in time"));
+                    if s.sse.complete() {
+                        // The client has the whole stream: served, whatever the job does next.
+                        s.done = true;
+                        s.guard.delivered();
+                        return Poll::Ready(None);
+                    }
+                    s.guard.stalled();
+                    let msg = format!("the provider's result stalled: nothing for {:?}", s.idle);
+                    return Poll::Ready(s.fail("timeout", &msg));
                 }
                 Poll::Pending
             }
@@ -212,6 +234,7 @@ mod tests {
     struct Flags {
         finished: AtomicBool,
         delivered: AtomicBool,
+        stalled: AtomicBool,
     }
 
     struct Flag(Arc<Flags>);
@@ -222,13 +245,17 @@ mod tests {
         fn delivered(&mut self) {
             self.0.delivered.store(true, Ordering::SeqCst);
         }
+        fn stalled(&mut self) {
+            self.0.stalled.store(true, Ordering::SeqCst);
+        }
     }
+
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
     fn stream_of(api: Api, first: &'static [u8]) -> (mpsc::UnboundedSender<JobEvent>, GatewayBody, Arc<Flags>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let flags = Arc::new(Flags::default());
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        let s = JobStream::new(api, Some(Bytes::from_static(first)), rx, Box::new(Flag(flags.clone())), deadline);
+        let s = JobStream::new(api, Some(Bytes::from_static(first)), rx, Box::new(Flag(flags.clone())), IDLE);
         (tx, GatewayBody::Job(Box::new(s)), flags)
     }
 
@@ -318,6 +345,46 @@ mod tests {
         body.frame().await.unwrap().unwrap();
         drop(body);
         assert!(!flags.delivered.load(Ordering::SeqCst) && !flags.finished.load(Ordering::SeqCst));
+    }
+
+    /// Chunks 100 ms apart (the provider's pace) keep a 300 ms-idle stream alive for a second;
+    /// 300 ms of silence then ends it with a `timeout` error event and gives the job up.
+    #[tokio::test]
+    async fn silence_ends_a_stream_but_length_does_not() {
+        let idle = std::time::Duration::from_millis(300);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let flags = Arc::new(Flags::default());
+        let first = Some(Bytes::from_static(b"data: {}\n\n"));
+        let s = JobStream::new(Api::ChatCompletions, first, rx, Box::new(Flag(flags.clone())), idle);
+        let mut body = GatewayBody::Job(Box::new(s));
+        body.frame().await.unwrap().unwrap();
+        let started = tokio::time::Instant::now();
+        for _ in 0..10 {
+            tokio::time::sleep(idle / 3).await;
+            tx.send(JobEvent::Chunk(b"data: {}\n\n".to_vec())).unwrap();
+            let f = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(&f[..], b"data: {}\n\n");
+        }
+        assert!(started.elapsed() > 3 * idle, "the stream outlasted its idle bound");
+        assert!(!flags.stalled.load(Ordering::SeqCst));
+        let rest = body.collect().await.expect("a clean end").to_bytes();
+        let text = String::from_utf8(rest.to_vec()).unwrap();
+        assert!(text.starts_with("data: {\"error\":") && text.contains("\"timeout\""), "{text}");
+        assert!(flags.stalled.load(Ordering::SeqCst) && !flags.delivered.load(Ordering::SeqCst));
+        // A stall after the terminal event: the client was served, nothing is given up.
+        let (tx, rx) = mpsc::unbounded_channel::<JobEvent>();
+        let flags = Arc::new(Flags::default());
+        let first = Some(Bytes::from_static(b"data: [DONE]\n\n"));
+        let body = GatewayBody::Job(Box::new(JobStream::new(
+            Api::ChatCompletions,
+            first,
+            rx,
+            Box::new(Flag(flags.clone())),
+            idle,
+        )));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"data: [DONE]\n\n");
+        assert!(flags.delivered.load(Ordering::SeqCst) && !flags.stalled.load(Ordering::SeqCst));
+        drop(tx);
     }
 
     #[test]

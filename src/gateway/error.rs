@@ -61,8 +61,8 @@ pub enum GatewayError {
     /// The result is compressed.
     #[error("provider sent a result with content encoding {0:?}; only identity is supported")]
     ResultEncoding(String),
-    /// No result in time.
-    #[error("no result within {0:?}")]
+    /// The provider's result did not begin, or stopped moving, within this bound.
+    #[error("the provider sent no result for {0:?}")]
     Timeout(Duration),
     /// Binding the listener or another I/O failure of the service.
     #[error("gateway: {0}")]

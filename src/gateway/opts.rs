@@ -28,8 +28,12 @@ pub struct Opts {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default time for listing peers and getting every quote, seconds.
 pub const DEFAULT_QUOTE_TIMEOUT_SECS: u64 = 10;
-/// Default time a job may take from payment to the end of its result, seconds.
-pub const DEFAULT_EXECUTE_TIMEOUT_SECS: u64 = 120;
+/// Default time from `Execute` to the first byte of the result, seconds (a model may think long
+/// before its first token).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_SECS: u64 = 120;
+/// Default longest silence between two result chunks once the result has begun, seconds. There is
+/// no bound on a result's whole length: a long generation that keeps flowing is not cut.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Largest request body accepted (the reference's limit): larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Connections served at once; more wait in the listen queue.
@@ -60,8 +64,16 @@ pub struct GatewayArgs {
     /// Seconds for listing providers and getting their quotes [default: 10]
     #[arg(long, env = "LCP_GATEWAY_QUOTE_TIMEOUT_SECS", value_name = "SECS")]
     pub gateway_quote_timeout_secs: Option<u64>,
-    /// Seconds a job may take from payment to the end of its result [default: 120]
-    #[arg(long, env = "LCP_GATEWAY_EXECUTE_TIMEOUT_SECS", value_name = "SECS")]
+    /// Seconds from paying a job to the first byte of its result; past it the answer is 504 and
+    /// the job is cancelled [default: 120]
+    #[arg(long, env = "LCP_GATEWAY_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECS")]
+    pub gateway_first_byte_timeout_secs: Option<u64>,
+    /// Longest silence in seconds between two chunks of a result; past it a stream ends with an
+    /// error event and the job is cancelled [default: 60]
+    #[arg(long, env = "LCP_GATEWAY_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub gateway_idle_timeout_secs: Option<u64>,
+    /// Deprecated name of --gateway-first-byte-timeout-secs (it bounded the whole job)
+    #[arg(long, env = "LCP_GATEWAY_EXECUTE_TIMEOUT_SECS", value_name = "SECS", hide = true)]
     pub gateway_execute_timeout_secs: Option<u64>,
 }
 
@@ -74,6 +86,8 @@ impl std::fmt::Debug for GatewayArgs {
             .field("gateway_daily_budget_msat", &self.gateway_daily_budget_msat)
             .field("gateway_model_map", &self.gateway_model_map)
             .field("gateway_quote_timeout_secs", &self.gateway_quote_timeout_secs)
+            .field("gateway_first_byte_timeout_secs", &self.gateway_first_byte_timeout_secs)
+            .field("gateway_idle_timeout_secs", &self.gateway_idle_timeout_secs)
             .field("gateway_execute_timeout_secs", &self.gateway_execute_timeout_secs)
             .finish()
     }
@@ -95,8 +109,12 @@ pub struct GatewayFile {
     pub model_map: Option<Vec<String>>,
     /// See [`GatewayArgs::gateway_quote_timeout_secs`].
     pub quote_timeout_secs: Option<u64>,
-    /// See [`GatewayArgs::gateway_execute_timeout_secs`].
-    pub execute_timeout_secs: Option<u64>,
+    /// See [`GatewayArgs::gateway_first_byte_timeout_secs`]; `execute_timeout_secs` (its former
+    /// name) is read as this.
+    #[serde(alias = "execute_timeout_secs")]
+    pub first_byte_timeout_secs: Option<u64>,
+    /// See [`GatewayArgs::gateway_idle_timeout_secs`].
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for GatewayFile {
@@ -108,7 +126,8 @@ impl std::fmt::Debug for GatewayFile {
             .field("daily_budget_msat", &self.daily_budget_msat)
             .field("model_map", &self.model_map)
             .field("quote_timeout_secs", &self.quote_timeout_secs)
-            .field("execute_timeout_secs", &self.execute_timeout_secs)
+            .field("first_byte_timeout_secs", &self.first_byte_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .finish()
     }
 }
@@ -130,8 +149,10 @@ pub struct GatewayConfig {
     pub model_map: ModelMap,
     /// Time for listing providers and getting their quotes.
     pub quote_timeout: Duration,
-    /// Time a job may take from payment to the end of its result.
-    pub execute_timeout: Duration,
+    /// Time from `Execute` to the first byte of the result.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two result chunks.
+    pub idle_timeout: Duration,
     /// The spending database.
     pub db_path: PathBuf,
 }
@@ -145,7 +166,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("daily_budget_msat", &self.daily_budget_msat)
             .field("model_map", &self.model_map)
             .field("quote_timeout", &self.quote_timeout)
-            .field("execute_timeout", &self.execute_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("db_path", &self.db_path)
             .finish()
     }
@@ -180,9 +202,14 @@ impl GatewayConfig {
         if !(1..=600).contains(&quote) {
             return Err(invalid("gateway-quote-timeout-secs", "must be between 1 and 600"));
         }
-        let exec = pick(args.gateway_execute_timeout_secs, file.execute_timeout_secs, DEFAULT_EXECUTE_TIMEOUT_SECS);
-        if !(1..=86_400).contains(&exec) {
-            return Err(invalid("gateway-execute-timeout-secs", "must be between 1 and 86400"));
+        let first_flag = args.gateway_first_byte_timeout_secs.or(args.gateway_execute_timeout_secs);
+        let first = pick(first_flag, file.first_byte_timeout_secs, DEFAULT_FIRST_BYTE_TIMEOUT_SECS);
+        if !(1..=86_400).contains(&first) {
+            return Err(invalid("gateway-first-byte-timeout-secs", "must be between 1 and 86400"));
+        }
+        let idle = pick(args.gateway_idle_timeout_secs, file.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS);
+        if !(1..=86_400).contains(&idle) {
+            return Err(invalid("gateway-idle-timeout-secs", "must be between 1 and 86400"));
         }
         Ok(Self {
             node: node.clone(),
@@ -192,7 +219,8 @@ impl GatewayConfig {
             daily_budget_msat: nonzero(daily_budget_msat),
             model_map,
             quote_timeout: Duration::from_secs(quote),
-            execute_timeout: Duration::from_secs(exec),
+            first_byte_timeout: Duration::from_secs(first),
+            idle_timeout: Duration::from_secs(idle),
             db_path: node.datadir.join(DB_FILE),
         })
     }
@@ -230,7 +258,8 @@ mod tests {
         assert_eq!(c.api_keys, vec!["k1".to_string()]);
         assert_eq!((c.max_price_msat, c.daily_budget_msat), (Some(5000), None));
         assert_eq!(c.model_map.peer_for("m").map(|p| &p[..4]), Some("02aa"));
-        assert_eq!(c.execute_timeout, Duration::from_secs(DEFAULT_EXECUTE_TIMEOUT_SECS));
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(DEFAULT_FIRST_BYTE_TIMEOUT_SECS));
+        assert_eq!(c.idle_timeout, Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS));
         let args = GatewayArgs {
             gateway_listen: Some("127.0.0.1:0".into()),
             gateway_max_price_msat: Some(0),
@@ -261,6 +290,25 @@ mod tests {
         assert!(e.starts_with("gateway-model-map:"), "{e}");
         let e = bad(GatewayArgs { gateway_quote_timeout_secs: Some(0), ..Default::default() });
         assert!(e.starts_with("gateway-quote-timeout-secs:"), "{e}");
+    }
+
+    #[test]
+    fn silence_bounds_and_their_former_names() {
+        let n = node();
+        let file: GatewayFile = toml::from_str("first_byte_timeout_secs = 5\nidle_timeout_secs = 3\n").unwrap();
+        let c = GatewayConfig::resolve(&n, &GatewayArgs::default(), &file).unwrap();
+        assert_eq!((c.first_byte_timeout, c.idle_timeout), (Duration::from_secs(5), Duration::from_secs(3)));
+        // Files and flags of the former whole-job bound still load, as the first-byte bound.
+        let file: GatewayFile = toml::from_str("execute_timeout_secs = 7\n").unwrap();
+        let c = GatewayConfig::resolve(&n, &GatewayArgs::default(), &file).unwrap();
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(7));
+        let old = GatewayArgs { gateway_execute_timeout_secs: Some(9), ..Default::default() };
+        assert_eq!(GatewayConfig::resolve(&n, &old, &file).unwrap().first_byte_timeout, Duration::from_secs(9));
+        let both = GatewayArgs { gateway_first_byte_timeout_secs: Some(4), ..old };
+        assert_eq!(GatewayConfig::resolve(&n, &both, &file).unwrap().first_byte_timeout, Duration::from_secs(4));
+        let bad = GatewayArgs { gateway_idle_timeout_secs: Some(0), ..Default::default() };
+        let e = GatewayConfig::resolve(&n, &bad, &GatewayFile::default()).unwrap_err().to_string();
+        assert!(e.starts_with("gateway-idle-timeout-secs:"), "{e}");
     }
 
     #[test]

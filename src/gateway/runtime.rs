@@ -6,6 +6,11 @@
 //! the candidate providers concurrently, then executes the cheapest quote, failing over to the
 //! next when a provider fails before payment. A streamed answer is a body fed by the job's events
 //! as they arrive; dropping it (the client went away) cancels the job.
+//!
+//! Time-outs bound silence, not length: the result's first byte must come within the first-byte
+//! time-out of `Execute` (else 504), then each chunk within the idle time-out of the one before
+//! (else 504 while nothing was sent, an error event in a stream already answered). A job given up
+//! so is cancelled at the provider with a reason that says which bound expired.
 
 use super::body::{Finish, GatewayBody, JobStream};
 use super::budget::Budget;
@@ -13,7 +18,7 @@ use super::choice;
 use super::error::GatewayError;
 use super::http::{self as h, Api, RequestInfo, Route};
 use super::opts::{GatewayConfig, MAX_BODY_BYTES, MAX_CONNECTIONS};
-use super::tracker::{Action, Tracker, CANCEL_REASON};
+use super::tracker::{Action, Tracker, FIRST_BYTE_TIMEOUT_REASON, IDLE_TIMEOUT_REASON};
 use crate::bus::api::lcpd::{JobEvent, JobOutcomeRow, LcpPeerRow, LcpdApi, QuoteArgs, QuoteRow};
 use crate::bus::api::Body;
 use crate::bus::{Bus, BusError, Corr, Incoming, ServiceId};
@@ -41,10 +46,11 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often tracked jobs are checked for staleness.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// A tracked job older than the execute timeout plus this is dropped (lcpd never finished it).
+/// A tracked job whose result has not moved for lcpd's deadline plus this is dropped (lcpd never
+/// finished it).
 const SWEEP_GRACE: Duration = Duration::from_secs(30);
-/// Extra time over the execute timeout before the gateway gives up on a result itself (lcpd's own
-/// deadline for the job fires first and reports a failure).
+/// lcpd's deadline for a job is the gateway's longer silence bound plus this, so that the
+/// gateway's own bounds fire first: it answers 504 and cancels the job with its reason.
 const EXECUTE_SLACK: Duration = Duration::from_secs(5);
 /// How long open connections get to finish at shutdown (then their jobs are cancelled; the whole
 /// stop fits in the node's shutdown grace).
@@ -60,6 +66,8 @@ enum Cmd {
     Delivered([u8; 32]),
     /// A quote that will not be executed.
     CancelQuote([u8; 32]),
+    /// The request gave up on its executing job (a time-out), for this reason.
+    GiveUp([u8; 32], &'static str),
 }
 
 struct Shared {
@@ -165,7 +173,7 @@ async fn manage(
 ) {
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max_age = shared.cfg.execute_timeout + EXECUTE_SLACK + SWEEP_GRACE;
+    let max_age = lcpd_deadline(&shared.cfg) + SWEEP_GRACE;
     loop {
         tokio::select! {
             m = incoming.recv() => match m {
@@ -196,14 +204,15 @@ async fn manage(
                 cancels.spawn(cancel_job(shared.bus.clone(), id, QUOTE_NOT_CHOSEN));
             }
             Cmd::Abandon(id) => last.extend(shared.tracker().abandon(id)),
+            Cmd::GiveUp(id, reason) => last.extend(shared.tracker().give_up(id, reason)),
             Cmd::Delivered(id) => shared.tracker().delivered(id),
         }
     }
     last.extend(shared.tracker().drain());
     for a in last {
         match a {
-            Action::Cancel { job_id } => {
-                cancels.spawn(cancel_job(shared.bus.clone(), job_id, CANCEL_REASON));
+            Action::Cancel { job_id, reason } => {
+                cancels.spawn(cancel_job(shared.bus.clone(), job_id, reason));
             }
             other => apply(&shared, vec![other]),
         }
@@ -224,7 +233,12 @@ fn on_incoming(shared: &Arc<Shared>, m: Incoming) {
             }
         }
         (_, Body::Lcpd(LcpdApi::JobEvent { job_id, event })) => {
-            let actions = shared.tracker().on_event(job_id, event);
+            let mut tracker = shared.tracker();
+            if matches!(event, JobEvent::Begin { .. } | JobEvent::Chunk(_) | JobEvent::End { .. }) {
+                tracker.heard(&job_id, Instant::now());
+            }
+            let actions = tracker.on_event(job_id, event);
+            drop(tracker);
             apply(shared, actions);
         }
         (_, other) => {
@@ -240,6 +254,10 @@ fn on_cmd(shared: &Arc<Shared>, c: Cmd) {
             apply(shared, actions);
         }
         Cmd::Delivered(job_id) => shared.tracker().delivered(job_id),
+        Cmd::GiveUp(job_id, reason) => {
+            let actions = shared.tracker().give_up(job_id, reason);
+            apply(shared, actions);
+        }
         Cmd::CancelQuote(job_id) => {
             tokio::spawn(cancel_job(shared.bus.clone(), job_id, QUOTE_NOT_CHOSEN));
         }
@@ -255,8 +273,8 @@ fn apply(shared: &Arc<Shared>, actions: Vec<Action>) {
                 }
             }
             Action::Release { job_id } => shared.budget.release(&job_id),
-            Action::Cancel { job_id } => {
-                tokio::spawn(cancel_job(shared.bus.clone(), job_id, CANCEL_REASON));
+            Action::Cancel { job_id, reason } => {
+                tokio::spawn(cancel_job(shared.bus.clone(), job_id, reason));
             }
         }
     }
@@ -410,6 +428,14 @@ struct JobGuard {
     done: bool,
 }
 
+impl JobGuard {
+    /// The request gives up on the job (a time-out): it is cancelled with `reason`.
+    fn give_up(&mut self, reason: &'static str) {
+        self.done = true;
+        let _ = self.shared.cmds.send(Cmd::GiveUp(self.job_id, reason));
+    }
+}
+
 impl Finish for JobGuard {
     fn finish(&mut self) {
         self.done = true;
@@ -418,6 +444,10 @@ impl Finish for JobGuard {
     fn delivered(&mut self) {
         self.done = true;
         let _ = self.shared.cmds.send(Cmd::Delivered(self.job_id));
+    }
+
+    fn stalled(&mut self) {
+        self.give_up(IDLE_TIMEOUT_REASON);
     }
 }
 
@@ -480,7 +510,7 @@ async fn quote_all(
     deadline: tokio::time::Instant,
 ) -> (Vec<QuoteRow>, Vec<GatewayError>) {
     let cfg = &shared.cfg;
-    let job_secs = (cfg.quote_timeout + cfg.execute_timeout).as_secs();
+    let job_secs = (cfg.quote_timeout + lcpd_deadline(cfg)).as_secs();
     let mut set = tokio::task::JoinSet::new();
     for peer in candidates {
         let args = QuoteArgs {
@@ -548,7 +578,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
     let (tx, mut rx) = mpsc::unbounded_channel();
     shared.tracker().insert(q.job_id, &q.peer, q.price_msat, tx, Instant::now());
     let mut guard = JobGuard { shared: Arc::clone(shared), job_id: q.job_id, done: false };
-    let exec_secs = u32::try_from(cfg.execute_timeout.as_secs()).unwrap_or(u32::MAX);
+    let exec_secs = u32::try_from(lcpd_deadline(cfg).as_secs()).unwrap_or(u32::MAX);
     let req = LcpdApi::Execute { job_id: q.job_id, max_price_msat: cfg.max_price_msat, timeout_secs: Some(exec_secs) };
     match shared.bus.request(&ServiceId::Lcpd, Body::Lcpd(req), cfg.quote_timeout).await {
         Ok(Body::Lcpd(LcpdApi::Executing { .. })) => {}
@@ -564,16 +594,26 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
         Ok(other) => return Err(Failure::Fatal(unexpected("execute", &other))),
         Err(e) => return Err(Failure::Fatal(GatewayError::lcpd("execute", e))),
     }
-    let deadline = tokio::time::Instant::now() + cfg.execute_timeout + EXECUTE_SLACK;
+    // Until the first result byte the first-byte bound, then the idle bound from the last chunk.
+    let (mut limit, mut reason) = (cfg.first_byte_timeout, FIRST_BYTE_TIMEOUT_REASON);
+    let mut deadline = tokio::time::Instant::now() + limit;
     let (mut paid, mut started) = (false, false);
     let mut content_type: Option<String> = None;
     let mut buf = Vec::new();
     loop {
         let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return Err(Failure::Fatal(GatewayError::Timeout(cfg.execute_timeout))),
+            Err(_) => {
+                tracing::info!(target: TARGET, peer = %q.peer, job = %hex::encode(&q.job_id[..8]), "{reason}");
+                guard.give_up(reason);
+                return Err(Failure::Fatal(GatewayError::Timeout(limit)));
+            }
             Ok(None) => return Err(Failure::Fatal(GatewayError::ProviderFailed("the job's events stopped".into()))),
             Ok(Some(ev)) => ev,
         };
+        if matches!(ev, JobEvent::Begin { .. } | JobEvent::Chunk(_) | JobEvent::End { .. }) {
+            (limit, reason) = (cfg.idle_timeout, IDLE_TIMEOUT_REASON);
+            deadline = tokio::time::Instant::now() + limit;
+        }
         match ev {
             JobEvent::Paid { .. } => paid = true,
             JobEvent::Begin { content_type: ct, content_encoding } => {
@@ -586,7 +626,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
                 }
                 if info.stream {
                     tracing::debug!(target: TARGET, peer = %q.peer, job = %hex::encode(&q.job_id[..8]), "streaming");
-                    let s = JobStream::new(info.api, None, rx, Box::new(guard), deadline);
+                    let s = JobStream::new(info.api, None, rx, Box::new(guard), cfg.idle_timeout);
                     return Ok(stream_response(q, Some(&ct), s));
                 }
                 content_type = Some(ct);
@@ -594,7 +634,7 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
             JobEvent::Chunk(c) => {
                 started = true;
                 if info.stream {
-                    let s = JobStream::new(info.api, Some(Bytes::from(c)), rx, Box::new(guard), deadline);
+                    let s = JobStream::new(info.api, Some(Bytes::from(c)), rx, Box::new(guard), cfg.idle_timeout);
                     return Ok(stream_response(q, content_type.as_deref(), s));
                 }
                 buf.extend_from_slice(&c);
@@ -630,6 +670,12 @@ async fn execute(shared: &Arc<Shared>, q: &QuoteRow, info: &RequestInfo) -> Resu
             }
         }
     }
+}
+
+/// The deadline lcpd gets for a job's result: it bounds the result's silence as the gateway's
+/// own bounds do, a little longer, so that those fire first.
+fn lcpd_deadline(cfg: &GatewayConfig) -> Duration {
+    cfg.first_byte_timeout.max(cfg.idle_timeout) + EXECUTE_SLACK
 }
 
 /// Whether a job that ended without a result may be bought from the next provider: only when

@@ -6,9 +6,10 @@
 //! the budget must record. When a client goes away (its request future or response body is
 //! dropped) the job is *abandoned*: it is cancelled at once when it was paid or its result had
 //! started, and otherwise as soon as its payment is reported, so that the payment outcome is still
-//! learnt and counted. A client that closes after its stream's terminal event was *served*
+//! learnt and counted. A request that gives up on its job (a time-out) abandons it the same way,
+//! with its own reason ([`Tracker::give_up`]). A client that closes after its stream's terminal event was *served*
 //! ([`Tracker::delivered`]): its job ends by itself. A job lcpd never finishes is dropped by
-//! [`Tracker::sweep`].
+//! [`Tracker::sweep`]: one whose result has not moved for longer than a given age.
 
 use crate::bus::api::lcpd::JobEvent;
 use std::collections::HashMap;
@@ -17,6 +18,10 @@ use tokio::sync::mpsc;
 
 /// Reason sent with `CancelJob` when a client disconnects.
 pub const CANCEL_REASON: &str = "request canceled";
+/// Reason sent with `CancelJob` when no result byte came in time.
+pub const FIRST_BYTE_TIMEOUT_REASON: &str = "gateway time-out: no result in time";
+/// Reason sent with `CancelJob` when a result stopped moving.
+pub const IDLE_TIMEOUT_REASON: &str = "gateway time-out: the result stalled";
 
 /// What the runtime must do after a tracker step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub enum Action {
     Cancel {
         /// Job id.
         job_id: [u8; 32],
+        /// Why (recorded by both nodes).
+        reason: &'static str,
     },
 }
 
@@ -51,6 +58,8 @@ struct Entry {
     started: bool,
     abandoned: bool,
     cancel_sent: bool,
+    reason: &'static str,
+    /// When the job was inserted or its result last moved.
     since: Instant,
 }
 
@@ -78,6 +87,7 @@ impl Tracker {
             started: false,
             abandoned: false,
             cancel_sent: false,
+            reason: CANCEL_REASON,
             since: now,
         };
         self.jobs.insert(job_id, e);
@@ -109,7 +119,7 @@ impl Tracker {
     fn cancel_once(job_id: [u8; 32], e: &mut Entry, out: &mut Vec<Action>) {
         if !e.cancel_sent {
             e.cancel_sent = true;
-            out.push(Action::Cancel { job_id });
+            out.push(Action::Cancel { job_id, reason: e.reason });
         }
     }
 
@@ -169,6 +179,21 @@ impl Tracker {
         out
     }
 
+    /// The job's result moved at `now` (the sweep counts a job's age from its last movement).
+    pub fn heard(&mut self, job_id: &[u8; 32], now: Instant) {
+        if let Some(e) = self.jobs.get_mut(job_id) {
+            e.since = now;
+        }
+    }
+
+    /// The request gave up on its job (a time-out): abandoned, cancelled with `reason`.
+    pub fn give_up(&mut self, job_id: [u8; 32], reason: &'static str) -> Vec<Action> {
+        if let Some(e) = self.jobs.get_mut(&job_id) {
+            e.reason = reason;
+        }
+        self.abandon(job_id)
+    }
+
     /// The client of a job went away.
     pub fn abandon(&mut self, job_id: [u8; 32]) -> Vec<Action> {
         let mut out = Vec::new();
@@ -190,7 +215,7 @@ impl Tracker {
         }
     }
 
-    /// Drops jobs tracked for longer than `max_age` (lcpd never finished them). A job that may
+    /// Drops jobs whose result has not moved for longer than `max_age` (lcpd never finished them). A job that may
     /// have been paid counts as paid; one still running is cancelled.
     pub fn sweep(&mut self, now: Instant, max_age: Duration) -> Vec<Action> {
         let stale: Vec<[u8; 32]> = self
@@ -298,7 +323,7 @@ mod tests {
         let (mut t, rx) = tracked();
         drop(rx);
         assert_eq!(t.abandon(J), vec![]);
-        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J }]);
+        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
         assert_eq!(t.on_event(J, JobEvent::Chunk(vec![1])), vec![]);
         assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![]);
         assert!(t.is_empty());
@@ -312,12 +337,12 @@ mod tests {
     fn abandoned_after_payment_cancels_at_once() {
         let (mut t, _rx) = tracked();
         t.on_event(J, paid(100));
-        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J }]);
+        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
         assert_eq!(t.abandon(J), vec![]);
         // A result that started before the payment report counts as paid.
         let (mut t, _rx) = tracked();
         t.on_event(J, JobEvent::Begin { content_type: "t".into(), content_encoding: "identity".into() });
-        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J }]);
+        assert_eq!(t.abandon(J), vec![Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
         assert_eq!(t.on_event(J, JobEvent::Result(JobOutcomeRow::Cancelled)), vec![commit(100)]);
     }
 
@@ -342,7 +367,28 @@ mod tests {
     fn a_dropped_receiver_counts_as_abandoned() {
         let (mut t, rx) = tracked();
         drop(rx);
-        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J }]);
+        assert_eq!(t.on_event(J, paid(100)), vec![commit(100), Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
+    }
+
+    #[test]
+    fn a_job_given_up_is_cancelled_with_its_reason_and_a_moving_one_is_not_swept() {
+        let (mut t, _rx) = tracked();
+        t.on_event(J, paid(100));
+        assert_eq!(t.give_up(J, IDLE_TIMEOUT_REASON), vec![Action::Cancel { job_id: J, reason: IDLE_TIMEOUT_REASON }]);
+        // Not paid yet: cancelled with that reason once the payment is known.
+        let (mut t, _rx) = tracked();
+        assert_eq!(t.give_up(J, FIRST_BYTE_TIMEOUT_REASON), vec![]);
+        let want = vec![commit(100), Action::Cancel { job_id: J, reason: FIRST_BYTE_TIMEOUT_REASON }];
+        assert_eq!(t.on_event(J, paid(100)), want);
+        // A result that keeps moving is not stale, however long the job runs.
+        let (mut t, _rx) = tracked();
+        let t0 = Instant::now();
+        for i in 1..=5 {
+            t.heard(&J, t0 + Duration::from_secs(8 * i));
+            assert_eq!(t.sweep(t0 + Duration::from_secs(8 * i + 5), Duration::from_secs(10)), vec![]);
+        }
+        assert!(t.contains(&J));
+        assert_eq!(t.sweep(t0 + Duration::from_secs(51), Duration::from_secs(10)).len(), 2);
     }
 
     #[test]
@@ -350,10 +396,13 @@ mod tests {
         let (mut t, _rx) = tracked();
         let later = Instant::now() + Duration::from_secs(100);
         assert_eq!(t.sweep(later, Duration::from_secs(200)), vec![]);
-        assert_eq!(t.sweep(later, Duration::from_secs(10)), vec![commit(100), Action::Cancel { job_id: J }]);
+        assert_eq!(
+            t.sweep(later, Duration::from_secs(10)),
+            vec![commit(100), Action::Cancel { job_id: J, reason: CANCEL_REASON }]
+        );
         assert!(t.is_empty());
         let (mut t, _rx) = tracked();
         t.on_event(J, paid(100));
-        assert_eq!(t.drain(), vec![Action::Cancel { job_id: J }]);
+        assert_eq!(t.drain(), vec![Action::Cancel { job_id: J, reason: CANCEL_REASON }]);
     }
 }

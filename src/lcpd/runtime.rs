@@ -746,7 +746,7 @@ impl State {
             }
             Ok(_) => {
                 let secs = timeout_secs.map_or(self.engine.config().default_deadline_secs, u64::from).max(1);
-                self.engine.set_deadline(&job_id, now.saturating_add(secs));
+                self.engine.set_deadline(&job_id, now, secs);
                 self.subscribers.insert(job_id, from.clone());
                 self.reply(&from, id, Ok(Body::Lcpd(LcpdApi::Executing { job_id })));
             }

@@ -5,9 +5,14 @@
 //!
 //! Behaviour follows the reference backend: base URL default `https://api.openai.com/v1`,
 //! trailing `/` removed and `/v1` appended when missing; headers `Authorization: Bearer <key>`,
-//! `Content-Type: application/json; charset=utf-8`, `Accept: */*`; a timeout on the whole
-//! request including the body (default 30 s); a response cap (default 16 MiB); non-2xx statuses
-//! carry up to 1024 bytes of the upstream body.
+//! `Content-Type: application/json; charset=utf-8`, `Accept: */*`; a response cap (default
+//! 16 MiB); non-2xx statuses carry up to 1024 bytes of the upstream body.
+//!
+//! Time limits bound silence, not length (the reference bounds the whole request, which cuts any
+//! healthy generation longer than the limit): the upstream's response headers and first body byte
+//! must come within `first_byte_timeout_secs`, then each further body chunk within
+//! `idle_timeout_secs` of the one before. There is no cap on the whole request: its length is
+//! bounded by the response cap and the job's output limit, and a stalled one by the idle bound.
 //!
 //! What is offered follows the upstream: at start, and again whenever it was unreachable,
 //! [`OpenAiBackend::follow_upstream`] probes it ([`probe`](OpenAiBackend::probe): `GET /models`
@@ -54,8 +59,11 @@ use crate::jobd::pricing::{PriceQuote, Pricer};
 
 /// Default upstream base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// Default timeout of a whole upstream request, body included (the reference's value).
-pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Default time for the upstream's response headers and first body byte (a model may think long
+/// before its first token).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_SECS: u64 = 120;
+/// Default longest silence between two body chunks once the body has started.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default TCP/TLS connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// Default cap of an upstream response body (16 MiB, the reference's value).
@@ -95,8 +103,12 @@ pub struct OpenAiConfig {
     /// Task kinds offered (`openai.chat_completions.v1`, `openai.responses.v1`; default both).
     /// The upstream probe can only remove kinds from this list.
     pub task_kinds: Vec<String>,
-    /// Timeout of a whole request including the body, in seconds (> 0).
-    pub request_timeout_secs: u64,
+    /// Time for the response headers and the first body byte, in seconds (> 0). The former
+    /// `request_timeout_secs` (a bound on the whole request) is read as this.
+    #[serde(alias = "request_timeout_secs")]
+    pub first_byte_timeout_secs: u64,
+    /// Longest silence between two body chunks after the first, in seconds (> 0).
+    pub idle_timeout_secs: u64,
     /// Connect timeout in seconds (> 0).
     pub connect_timeout_secs: u64,
     /// Response body cap in bytes (> 0).
@@ -113,7 +125,8 @@ impl Default for OpenAiConfig {
             api_key: String::new(),
             models: Vec::new(),
             task_kinds: DEFAULT_TASK_KINDS.map(str::to_owned).to_vec(),
-            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            first_byte_timeout_secs: DEFAULT_FIRST_BYTE_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             ca_file: None,
@@ -128,7 +141,8 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("api_key", &"<redacted>")
             .field("models", &self.models)
             .field("task_kinds", &self.task_kinds)
-            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("first_byte_timeout_secs", &self.first_byte_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("ca_file", &self.ca_file)
@@ -204,7 +218,8 @@ pub struct OpenAiBackend {
     /// Wakes the prober (a job could not connect).
     wake: Notify,
     probe_timeout: Duration,
-    request_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
     max_response_bytes: u64,
     pricer: Arc<Pricer>,
 }
@@ -366,7 +381,8 @@ impl OpenAiBackend {
             .map_err(|_| ComputeError::config("api_key", "contains characters not allowed in a header"))?;
         auth.set_sensitive(true);
         for (field, value) in [
-            ("request_timeout_secs", config.request_timeout_secs),
+            ("first_byte_timeout_secs", config.first_byte_timeout_secs),
+            ("idle_timeout_secs", config.idle_timeout_secs),
             ("connect_timeout_secs", config.connect_timeout_secs),
             ("max_response_bytes", config.max_response_bytes),
         ] {
@@ -411,7 +427,8 @@ impl OpenAiBackend {
             followed: AtomicBool::new(false),
             wake: Notify::new(),
             probe_timeout: Duration::from_secs(config.connect_timeout_secs),
-            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            first_byte_timeout: Duration::from_secs(config.first_byte_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             max_response_bytes: config.max_response_bytes,
             pricer,
         })
@@ -452,7 +469,9 @@ impl OpenAiBackend {
             let response = self.client.request(request).await.map_err(|e| chain(&e))?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
-            let raw = read_prefix(&mut body, limit).await.map_err(|e| e.to_string())?;
+            // The whole probe is bounded below; its body is read under the same bound.
+            let mut quiet = Silence::new(self.probe_timeout, self.probe_timeout);
+            let raw = read_prefix(&mut body, limit, &mut quiet).await.map_err(|e| e.to_string())?;
             Ok((status, raw))
         };
         tokio::time::timeout(self.probe_timeout, ask)
@@ -568,7 +587,8 @@ impl OpenAiBackend {
         let request = self
             .request(Method::POST, uri, job.input.clone())
             .map_err(|e| ComputeError::InvalidTask(format!("cannot build request: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| {
+        let mut quiet = Silence::new(self.first_byte_timeout, self.idle_timeout);
+        let response = quiet.bound(self.client.request(request)).await?.map_err(|e| {
             let why = chain(&e);
             self.upstream_lost(e.is_connect(), &why);
             ComputeError::Unavailable(format!("request failed: {why}"))
@@ -576,7 +596,7 @@ impl OpenAiBackend {
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let raw = read_prefix(&mut body, MAX_ERROR_BODY_BYTES + 1).await?;
+            let raw = read_prefix(&mut body, MAX_ERROR_BODY_BYTES + 1, &mut quiet).await?;
             let mut text = error_body_text(&raw);
             if text.is_empty() {
                 text = status.canonical_reason().unwrap_or("").to_owned();
@@ -584,15 +604,18 @@ impl OpenAiBackend {
             return Err(ComputeError::UpstreamStatus { status: status.as_u16(), body: text });
         }
         if job.stream {
-            while let Some(data) = next_data(&mut body).await? {
+            while let Some(data) = quiet.bound(next_data(&mut body)).await?? {
                 sink.send(data).await?;
+                // Counted from here: time our side spent handing the chunk on is not silence.
+                quiet.heard();
             }
             if sink.is_empty() {
                 return Err(ComputeError::EmptyOutput);
             }
         } else {
             let mut buf = BytesMut::new();
-            while let Some(data) = next_data(&mut body).await? {
+            while let Some(data) = quiet.bound(next_data(&mut body)).await?? {
+                quiet.heard();
                 sink.check_room(buf.len() as u64, data.len())?;
                 buf.extend_from_slice(&data);
             }
@@ -620,11 +643,41 @@ async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, ComputeError> {
     }
 }
 
-async fn read_prefix(body: &mut Incoming, limit: usize) -> Result<Vec<u8>, ComputeError> {
+/// The silence bounds of one upstream request: until the first body byte, the first-byte limit
+/// counted from the request; after it, the idle limit counted from the last chunk.
+struct Silence {
+    deadline: tokio::time::Instant,
+    what: &'static str,
+    limit: Duration,
+    idle: Duration,
+}
+
+impl Silence {
+    fn new(first_byte: Duration, idle: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + first_byte;
+        Self { deadline, what: "upstream's first byte", limit: first_byte, idle }
+    }
+
+    /// A body chunk arrived: the next one is due within the idle limit.
+    fn heard(&mut self) {
+        self.deadline = tokio::time::Instant::now() + self.idle;
+        (self.what, self.limit) = ("upstream silence between chunks", self.idle);
+    }
+
+    /// Runs `f` until the current deadline; past it, the bound that expired.
+    async fn bound<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, ComputeError> {
+        tokio::time::timeout_at(self.deadline, f)
+            .await
+            .map_err(|_| ComputeError::Timeout { what: self.what, limit: self.limit })
+    }
+}
+
+async fn read_prefix(body: &mut Incoming, limit: usize, quiet: &mut Silence) -> Result<Vec<u8>, ComputeError> {
     let mut buf = Vec::new();
     while buf.len() < limit {
-        match next_data(body).await? {
+        match quiet.bound(next_data(body)).await?? {
             Some(data) => {
+                quiet.heard();
                 let take = data.len().min(limit - buf.len());
                 buf.extend_from_slice(&data[..take]);
             }
@@ -686,16 +739,11 @@ impl ComputeBackend for OpenAiBackend {
             return Err(ComputeError::InvalidTask("input is empty".into()));
         }
         let mut sink = ResultSink::new(out, cancel.clone(), self.max_response_bytes, job);
-        // Dropping the request future on cancel or timeout drops the connection with it.
+        // Dropping the request future on cancel or a silence bound drops the connection with it.
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(ComputeError::Cancelled),
-            res = tokio::time::timeout(self.request_timeout, self.run(uri, job, &mut sink)) => {
-                res.unwrap_or(Err(ComputeError::Timeout {
-                    what: "upstream request",
-                    limit: self.request_timeout,
-                }))
-            }
+            res = self.run(uri, job, &mut sink) => res,
         };
         outcome?;
         Ok(sink.finish(result_content_type(job, CONTENT_TYPE_JSON)))
@@ -835,7 +883,8 @@ mod tests {
         let bad = [
             OpenAiConfig::default(),
             OpenAiConfig { base_url: "ftp://x".into(), ..ok.clone() },
-            OpenAiConfig { request_timeout_secs: 0, ..ok.clone() },
+            OpenAiConfig { first_byte_timeout_secs: 0, ..ok.clone() },
+            OpenAiConfig { idle_timeout_secs: 0, ..ok.clone() },
             OpenAiConfig { max_response_bytes: 0, ..ok.clone() },
             OpenAiConfig { api_key: "bad\nkey".into(), ..ok.clone() },
             OpenAiConfig { models: vec!["unpriced".into()], ..ok.clone() },
@@ -846,5 +895,16 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn silence_bounds_have_defaults_and_the_old_key_still_loads() {
+        let c: OpenAiConfig = toml::from_str("api_key = \"k\"\n").expect("defaults");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (120, 60));
+        // Existing files say `request_timeout_secs`: it is read as the first-byte bound.
+        let c: OpenAiConfig = toml::from_str("api_key = \"k\"\nrequest_timeout_secs = 7\n").expect("old key");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (7, DEFAULT_IDLE_TIMEOUT_SECS));
+        let c: OpenAiConfig = toml::from_str("first_byte_timeout_secs = 3\nidle_timeout_secs = 2\n").expect("new keys");
+        assert_eq!((c.first_byte_timeout_secs, c.idle_timeout_secs), (3, 2));
     }
 }

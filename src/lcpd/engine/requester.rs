@@ -6,8 +6,8 @@
 //!
 //! Reference quirks handled: a failure after payment may come as `lcp_error` instead of
 //! `lcp_result(failed)` (both end the job); a provider may stop silently (our deadline ends the
-//! job); cancel does not wait for `lcp_result(cancelled)`; `lcp_result` may come before or
-//! after `stream_end`.
+//! job, and `lcp_cancel` tells the provider to stop); cancel does not wait for
+//! `lcp_result(cancelled)`; `lcp_result` may come before or after `stream_end`.
 //!
 //! A result may be delivered more than once (the provider re-sends a stored result on a new
 //! stream when a requester that restarted or reconnected asks again, and the first delivery may
@@ -231,6 +231,9 @@ pub struct RJob {
     input: Vec<u8>,
     deadline: u64,
     deliveries: Deliveries,
+    /// Once the result has begun, each of its chunks moves the deadline to this many seconds
+    /// later (0: the default deadline), so that a long result that keeps flowing is not cut.
+    silence_secs: u64,
     pay_in_flight: bool,
     /// When lcpd last asked payd to pay (since this process started).
     last_pay_at: u64,
@@ -253,6 +256,7 @@ impl RJob {
             input,
             deadline,
             deliveries: Deliveries::default(),
+            silence_secs: 0,
             pay_in_flight: false,
             last_pay_at: 0,
             lookup_in_flight: false,
@@ -716,6 +720,7 @@ impl Engine {
             let limit = e.cfg.limits.max_stream_bytes.min(e.cfg.limits.max_job_bytes.saturating_sub(job.rec.input_len));
             match Reassembler::new(&m, ReassemblyLimits::bytes(limit)) {
                 Ok(r) => {
+                    e.result_progress(now, job);
                     let d = &mut job.deliveries;
                     d.open.push(r);
                     if d.forwarded.is_none() {
@@ -740,6 +745,12 @@ impl Engine {
         self.try_complete(now, job);
     }
 
+    /// The result moved: the deadline bounds the silence from now on, not the result's length.
+    fn result_progress(&self, now: u64, job: &mut RJob) {
+        let span = if job.silence_secs > 0 { job.silence_secs } else { self.cfg.default_deadline_secs };
+        job.deadline = job.deadline.max(now.saturating_add(span));
+    }
+
     /// A local stream check failed and no other delivery can verify: the job fails, and the
     /// provider hears why.
     fn stream_failed(&mut self, now: u64, job: &mut RJob, code: ErrorCode, message: String) {
@@ -761,6 +772,7 @@ impl Engine {
             let Some(stream) = d.open.iter_mut().find(|s| s.stream_id() == m.stream_id) else { return };
             match stream.push(m) {
                 Ok(crate::wire::lcp::ChunkDisposition::Appended) if d.forwarded == Some(m.stream_id) => {
+                    e.result_progress(now, job);
                     e.notify(job_id, Notice::Chunk(m.data.clone()))
                 }
                 Ok(_) => {}
@@ -917,6 +929,8 @@ impl Engine {
         let expiry = now.saturating_add(self.cfg.request_ttl_secs);
         let envelope = self.envelope(v02::PROTOCOL_VERSION, job_id, expiry);
         let peer = job.rec.peer.clone();
+        // The record says why (the gateway's reason: the client went away, or its time-out).
+        job.rec.error.clone_from(&reason);
         self.send(&peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
         job.rec.state = RequesterState::Cancelled;
         job.deliveries = Deliveries::default();
@@ -993,8 +1007,17 @@ impl Engine {
                     // A delivery came and did not verify; the one asked for again did not come.
                     Some((code, message)) => self.stream_failed(now, &mut job, code, message),
                     None => {
-                        let msg = "no result from the provider before the deadline".to_string();
-                        self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg);
+                        let msg = if job.deliveries.forwarded.is_some() {
+                            "the provider's result stopped before the deadline"
+                        } else {
+                            "no result from the provider before the deadline"
+                        };
+                        // The provider is told, so that it stops working (and its record says why).
+                        let expiry = now.saturating_add(self.cfg.request_ttl_secs);
+                        let envelope = self.envelope(v02::PROTOCOL_VERSION, id, expiry);
+                        let reason = Some("deadline exceeded".to_string());
+                        self.send(&job.rec.peer, LcpMessage::Cancel(Cancel { envelope, reason, extra: Vec::new() }));
+                        self.job_failed(now, &mut job, FailKind::DeadlineExceeded, None, msg.to_string());
                     }
                 },
                 // The job ended while its payment's outcome was unknown: payd's record says.
@@ -1019,10 +1042,12 @@ impl Engine {
         }
     }
 
-    /// Extends a job's deadline (a caller that accepts a quote gives the execution its own time).
-    pub fn set_deadline(&mut self, job_id: &[u8; 32], deadline: u64) {
+    /// Gives a job `secs` from `now` for its result to begin, and as much again after each
+    /// result chunk (a caller that accepts a quote gives the execution its own time).
+    pub fn set_deadline(&mut self, job_id: &[u8; 32], now: u64, secs: u64) {
         if let Some(j) = self.rjobs.get_mut(job_id) {
-            j.deadline = deadline;
+            j.deadline = now.saturating_add(secs);
+            j.silence_secs = secs;
         }
     }
 

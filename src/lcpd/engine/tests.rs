@@ -938,6 +938,7 @@ fn cancel_stops_the_run_and_is_answered() {
     w.pump();
     assert_eq!(w.cancels, 1);
     assert_eq!(w.finished(id), Some(Outcome::Cancelled));
+    assert_eq!(w.r_saved[&id].0.error.as_deref(), Some("user"), "the requester's record says why");
     assert_eq!(w.p_saved[&id].0.state, ProviderState::Cancelled);
     let answered = w
         .p_sent
@@ -1012,6 +1013,37 @@ fn quirk_silent_provider_hits_our_deadline() {
     w.r.tick(w.now + 60);
     w.pump();
     assert!(w.notices_of(id).iter().any(|n| matches!(n, Notice::QuoteFailed { kind: FailKind::DeadlineExceeded, .. })));
+}
+
+#[test]
+fn a_result_that_keeps_flowing_outlives_the_deadline_and_a_stall_cancels_at_the_provider() {
+    let (mut w, id) = World::accepted(Work::Hang, true);
+    w.r.set_deadline(&id, w.now, 10);
+    let key = (w.r_id.clone(), id);
+    w.p.output(w.now, &key, OutputItem::Begin { content_type: "text/event-stream; charset=utf-8".into() });
+    w.p.output(w.now, &key, OutputItem::Chunk(b"data: 0\n\n".to_vec()));
+    w.pump();
+    // A chunk every 8 s for 40 s: never 10 s of silence, so never cut.
+    for i in 1..=5 {
+        w.now += 8;
+        w.r.tick(w.now);
+        w.pump();
+        assert_eq!(w.finished(id), None, "cut before chunk {i}");
+        w.p.output(w.now, &key, OutputItem::Chunk(format!("data: {i}\n\n").into_bytes()));
+        w.pump();
+    }
+    // Then silence: 10 s after the last chunk the job fails, and the provider is told to stop.
+    w.now += 9;
+    w.r.tick(w.now);
+    w.pump();
+    assert_eq!(w.finished(id), None);
+    w.now += 1;
+    w.r.tick(w.now);
+    w.pump();
+    assert!(matches!(w.finished(id), Some(Outcome::Failed { kind: FailKind::DeadlineExceeded, .. })));
+    assert!(w.r_sent.iter().any(|m| matches!(m, LcpMessage::Cancel(_))), "lcp_cancel sent");
+    assert_eq!(w.cancels, 1, "the provider stopped the run");
+    assert_eq!(w.p_saved[&id].0.state, ProviderState::Cancelled);
 }
 
 #[test]
