@@ -182,3 +182,36 @@ async fn failed_jobs_are_logged_at_the_provider_with_job_id_phase_and_reason() {
     rc.close();
     pc.close();
 }
+
+/// `lcp-cli job run --job-timeout N` bounds silence, not length: a streamed answer that keeps
+/// coming for longer than N (and than the client's own slack of 15 s) arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_run_waits_for_a_long_stream_that_keeps_coming() {
+    let tokens: Vec<String> = (0..40).map(|i| format!("t{i} ")).collect();
+    let events = jobd_upstream::chat_sse_events(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    let ev = events.clone();
+    let up = Upstream::start(move |_| Script::Paced { events: ev.clone(), every: Duration::from_millis(500) }).await;
+    let n = provider_and_requester(&up).await;
+    wait_offer(&n.rc, &n.provider_id, MODEL).await.expect("manifest");
+    let dir = n.requester.dir.path().to_path_buf();
+    let id = n.provider_id.clone();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(lcp::testkit::bin_path("lcp-cli"))
+            .arg("--datadir")
+            .arg(&dir)
+            .args(["--json", "job", "run", &id, "-m", MODEL, "-p", PROMPT, "--stream", "--job-timeout", "3"])
+            .env_remove("LCP_CONFIG")
+            .output()
+            .expect("lcp-cli runs")
+    })
+    .await
+    .expect("join");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", n.provider.log("lcpnode"));
+    assert!(started.elapsed() > Duration::from_secs(18), "the stream outlasted the client's former bound");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["result"].as_str().map(str::as_bytes), Some(&events.concat()[..]), "{v}");
+    n.rc.close();
+    n.pc.close();
+}

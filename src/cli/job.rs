@@ -39,7 +39,8 @@ pub struct JobArgs {
     /// Refuse quotes above this price
     #[arg(long, value_name = "MSAT")]
     pub max_price_msat: Option<u64>,
-    /// Seconds the job may take, quote to result
+    /// Seconds the job may wait for its result to begin, and at most between two parts of it (a
+    /// long result that keeps coming is never cut)
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub job_timeout: u32,
 }
@@ -60,7 +61,7 @@ pub enum JobCmd {
         /// Refuse to pay above this price
         #[arg(long, value_name = "MSAT")]
         max_price_msat: Option<u64>,
-        /// Seconds the result may take
+        /// Seconds the result may wait to begin, and at most between two parts of it
         #[arg(long, default_value_t = 120, value_name = "SECS")]
         job_timeout: u32,
     },
@@ -320,7 +321,9 @@ async fn execute(
     let id_hex = hex::encode(job_id);
     let named = |e: String| CliError::Other(format!("job {id_hex}: {e}"));
     let mut rx = bus.take_incoming().ok_or_else(|| CliError::Other("bus queue taken".into()))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(job_timeout) + 15);
+    // The job's time bounds silence, as lcpd's deadline does: every event of the job moves it.
+    let patience = Duration::from_secs(u64::from(job_timeout) + 15);
+    let mut deadline = tokio::time::Instant::now() + patience;
     let execute_req = |deadline: tokio::time::Instant| {
         // What is left of the job's own time (the client's deadline has 15 s more).
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_secs().saturating_sub(15).max(1);
@@ -374,6 +377,7 @@ async fn execute(
         if j != job_id {
             continue;
         }
+        deadline = deadline.max(tokio::time::Instant::now() + patience);
         match event {
             JobEvent::Paid { payment_hash, preimage, price_msat } => paid = Some((payment_hash, preimage, price_msat)),
             JobEvent::Begin { .. } => result.clear(),
