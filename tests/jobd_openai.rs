@@ -415,8 +415,8 @@ async fn an_upstream_without_responses_is_offered_for_chat_and_its_listed_models
         probes,
         [
             ("GET".to_owned(), "/v1/models".to_owned(), String::new()),
-            ("POST".to_owned(), "/v1/chat/completions".to_owned(), "{}".to_owned()),
-            ("POST".to_owned(), "/v1/responses".to_owned(), "{}".to_owned()),
+            ("POST".to_owned(), "/v1/chat/completions".to_owned(), r#"{"model":0,"messages":0,"input":0}"#.to_owned()),
+            ("POST".to_owned(), "/v1/responses".to_owned(), r#"{"model":0,"messages":0,"input":0}"#.to_owned()),
         ]
     );
     assert!(up.requests.try_recv().is_err());

@@ -4,7 +4,7 @@
 //! upstream itself, a stream that stalls). It reports when a
 //! client closes a connection it was still serving.
 //!
-//! The provider probes its upstream (`GET /v1/models` and a `POST` of `{}` to each endpoint);
+//! The provider probes its upstream (`GET /v1/models` and a `POST` of an invalid body to each endpoint);
 //! the server answers those with a separate probe script (by default: no `/v1/models`, both
 //! endpoints present, as a server that rejects the invalid body with 400) and records them in
 //! `probes` only, so `requests` and `events` hold the jobs' requests alone. It can be stopped
@@ -108,9 +108,11 @@ impl Drop for Upstream {
     }
 }
 
-/// Whether a request is the provider's probe: `GET .../models` or a `POST` of `{}`.
+/// Whether a request is the provider's probe: `GET .../models` or a `POST` of the probe's invalid
+/// body.
 pub fn is_probe(req: &Recorded) -> bool {
-    (req.method == "GET" && req.path.ends_with("/models")) || (req.method == "POST" && req.body == b"{}")
+    (req.method == "GET" && req.path.ends_with("/models"))
+        || (req.method == "POST" && req.body == lcp::jobd::backend::openai::PROBE_BODY)
 }
 
 fn json(status: u16, body: &str) -> Script {

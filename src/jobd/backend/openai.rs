@@ -70,10 +70,12 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 /// The task kinds offered by default: both.
 pub const DEFAULT_TASK_KINDS: [&str; 2] = [TASK_KIND_CHAT_COMPLETIONS, TASK_KIND_RESPONSES];
-/// Body of the endpoint probes: invalid on purpose (no model, no input), so that an endpoint
-/// that exists rejects it (400/422) without running inference or charging, and one that does
-/// not exist answers 404/405 from its router before looking at the body.
-pub const PROBE_BODY: &[u8] = b"{}";
+/// Body of the endpoint probes: invalid on purpose (`model`, `messages` and `input` of the wrong
+/// type), so that an endpoint that exists rejects it (400/422, llama-cpp-python 500) without
+/// running inference or charging, and one that does not exist answers 404/405 from its router
+/// before looking at the body. Not `{}`: llama-cpp-python fills in defaults for a body without
+/// fields and runs a generation (checked against its server, 0.3.36).
+pub const PROBE_BODY: &[u8] = br#"{"model":0,"messages":0,"input":0}"#;
 /// First wait before probing a down upstream again; it doubles up to [`PROBE_BACKOFF_MAX`].
 pub const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between probes of a down upstream.
@@ -254,9 +256,9 @@ pub enum EndpointProbe {
 ///   missing. llama-cpp-python and older llama.cpp and Ollama answer `/v1/responses` with 404.
 /// * 401, 403: our key is refused; 502, 503, 504: not ready (llama.cpp answers 503 while its
 ///   model loads; a proxy answers 502/504 when the server behind it is gone).
-/// * Anything else means the route exists: OpenAI and Ollama answer 400 (no model / no
-///   messages), llama.cpp's server 400, FastAPI servers (llama-cpp-python, vLLM) 422; 429 is a
-///   rate limit on an existing route, 500 a server that choked on the body, 2xx a lenient one.
+/// * Anything else means the route exists: OpenAI and Ollama answer 400 (fields of the wrong
+///   type), llama.cpp's server 400, vLLM 422, llama-cpp-python 500 (its validation errors); 429
+///   is a rate limit on an existing route, 2xx a lenient one.
 pub fn classify_endpoint(status: u16) -> EndpointProbe {
     match status {
         404 | 405 | 501 | 300..=399 => EndpointProbe::Missing,
@@ -762,6 +764,16 @@ mod tests {
         assert_eq!(normalize_base_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080/v1");
         assert_eq!(normalize_base_url("http://127.0.0.1:8080/v1/"), "http://127.0.0.1:8080/v1");
         assert_eq!(normalize_base_url("https://example.com/openai/"), "https://example.com/openai/v1");
+    }
+
+    #[test]
+    fn the_probe_body_gives_no_server_anything_to_run() {
+        // Every field the OpenAI kinds read has the wrong type, so no server fills in defaults
+        // and generates (llama-cpp-python runs a generation for `{}`).
+        let v: serde_json::Value = serde_json::from_slice(PROBE_BODY).expect("JSON");
+        for field in ["model", "messages", "input"] {
+            assert!(v[field].is_number(), "{field}: {v}");
+        }
     }
 
     #[test]
