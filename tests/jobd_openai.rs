@@ -534,3 +534,25 @@ async fn silence_before_the_first_byte_and_mid_stream_is_bounded() {
     assert_eq!(drain(&mut rx).await, events[0], "the event before the stall was forwarded");
     up.wait_for(Event::ClientClosed, LIMIT).await;
 }
+
+/// A local upstream that wants no key (llama.cpp, Ollama): a backend without one sends no
+/// `Authorization` header, and its jobs run. OpenAI's own API still requires a key.
+#[tokio::test]
+async fn a_local_upstream_needs_no_api_key() {
+    let events = chat_sse_events(&["ok"]);
+    let ev = events.clone();
+    let mut up = Upstream::start(move |_| Script::Sse { events: ev.clone(), gate: None }).await;
+    let backend = backend_with(&up, |c| c.api_key = String::new());
+    let (task, mut rx, _cancel) = spawn_job(&backend, job(TASK_KIND_CHAT_COMPLETIONS, CHAT_STREAM), 4);
+    let all = drain(&mut rx).await;
+    finish(task).await.expect("job succeeds");
+    assert_eq!(all, events.concat());
+    let req = up.requests.recv().await.expect("request recorded");
+    assert_eq!(req.header("authorization"), None);
+    let pricer = Arc::new(Pricer::new(&PricingConfig::default()).expect("pricer"));
+    let openai = OpenAiConfig { api_key: "  ".into(), ..OpenAiConfig::default() };
+    match OpenAiBackend::new(&openai, pricer) {
+        Err(e) => assert!(e.to_string().contains("required for api.openai.com"), "{e}"),
+        Ok(_) => panic!("OpenAI's API without a key"),
+    }
+}

@@ -98,7 +98,9 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct OpenAiConfig {
     /// Upstream base URL (`/v1` is appended when missing).
     pub base_url: String,
-    /// API key sent as `Authorization: Bearer <key>` (required, as in the reference).
+    /// API key sent as `Authorization: Bearer <key>`. Required for OpenAI's own API (as in the
+    /// reference); a local server (llama.cpp, Ollama, vLLM) that wants none may go without, and
+    /// then no `Authorization` header is sent.
     pub api_key: String,
     /// Models offered for each of `task_kinds`; empty = every model of the pricing table.
     pub models: Vec<String>,
@@ -209,7 +211,7 @@ pub struct OpenAiBackend {
     models_uri: Uri,
     chat_uri: Uri,
     responses_uri: Uri,
-    auth: HeaderValue,
+    auth: Option<HeaderValue>,
     /// What the operator configured: the most this backend ever offers.
     configured: Vec<TaskOffer>,
     /// What it offers now: `configured` until a probe says otherwise.
@@ -376,12 +378,17 @@ impl OpenAiBackend {
     /// Checks the config and builds the backend (and its HTTP client).
     pub fn new(config: &OpenAiConfig, pricer: Arc<Pricer>) -> Result<Self, ComputeError> {
         let key = config.api_key.trim();
-        if key.is_empty() {
-            return Err(ComputeError::config("api_key", "is required"));
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| ComputeError::config("api_key", "contains characters not allowed in a header"))?;
-        auth.set_sensitive(true);
+        let auth = if key.is_empty() {
+            if normalize_base_url(&config.base_url).contains("://api.openai.com") {
+                return Err(ComputeError::config("api_key", "is required for api.openai.com"));
+            }
+            None
+        } else {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ComputeError::config("api_key", "contains characters not allowed in a header"))?;
+            auth.set_sensitive(true);
+            Some(auth)
+        };
         for (field, value) in [
             ("first_byte_timeout_secs", config.first_byte_timeout_secs),
             ("idle_timeout_secs", config.idle_timeout_secs),
@@ -447,11 +454,11 @@ impl OpenAiBackend {
 
     /// A request to the upstream with the backend's headers.
     fn request(&self, method: Method, uri: Uri, body: Bytes) -> Result<Request<Full<Bytes>>, http::Error> {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON))
+        let mut r = Request::builder().method(method).uri(uri);
+        if let Some(auth) = &self.auth {
+            r = r.header(AUTHORIZATION, auth.clone());
+        }
+        r.header(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON))
             .header(ACCEPT, HeaderValue::from_static("*/*"))
             .header(USER_AGENT, HeaderValue::from_static(concat!("lcp-node/", env!("CARGO_PKG_VERSION"))))
             .body(Full::new(body))
