@@ -6,12 +6,14 @@
 
 #[path = "jobd_upstream.rs"]
 mod jobd_upstream;
+mod standin_provider;
 
 use jobd_upstream::{Script, Upstream};
 use lcp::bus::api::lcpd::{JobRole, LcpdApi};
 use lcp::bus::api::Body;
 use lcp::bus::ServiceId;
-use lcp::testkit::{connect_with_channel, peerd_address, wait_offer, wait_services, InProcessNode, ProcessNode};
+use lcp::testkit::wait_offer;
+use standin_provider::Nodes;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -21,37 +23,9 @@ const KEY: &str = "sk-standin-0123456789";
 const PROMPT: &str = "Say hello over Lightning.";
 const ANSWER: &[u8] = br#"{"id":"chatcmpl-standin","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello over Lightning."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;
 
-struct Nodes {
-    provider: ProcessNode,
-    pc: lcp::bus::Bus,
-    provider_id: String,
-    requester: InProcessNode,
-    rc: lcp::bus::Bus,
-}
-
-/// The README's one-command provider against `up`, on loopback, and a requester node of its own
-/// connected to it with a devnet channel.
+/// The provider against `up` and a requester with a channel to it.
 async fn provider_and_requester(up: &Upstream) -> Nodes {
-    let base_url = format!("{}/v1", up.base_url());
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--compute-backend",
-        "openai",
-        "--openai-base-url",
-        &base_url,
-        "--model-price",
-        PRICE,
-    ];
-    let provider = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", KEY)]).expect("lcpnode starts");
-    let pc = provider.client().await.expect("provider bus");
-    let (provider_id, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", provider.log("lcpnode")));
-    wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider services");
-    let requester = InProcessNode::start().expect("requester");
-    let rc = requester.client().await.expect("requester bus");
-    wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
-    connect_with_channel(&rc, &provider_id, listen, false, 1_000_000).await.expect("channel");
-    Nodes { provider, pc, provider_id, requester, rc }
+    standin_provider::provider_and_requester(&format!("{}/v1", up.base_url()), PRICE, KEY, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

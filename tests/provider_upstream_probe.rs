@@ -7,18 +7,16 @@
 mod gateway_common;
 #[path = "jobd_upstream.rs"]
 mod jobd_upstream;
+mod standin_provider;
 
 use gateway_common::{chat, lcpd, net, ProviderSpec, MODEL};
 use jobd_upstream::{probe_llama_cpp_python, Script, Upstream};
 use lcp::bus::api::jobd::OutputItem;
 use lcp::bus::api::lcpd::LcpdApi;
-use lcp::bus::{Bus, ServiceId};
+use lcp::bus::Bus;
 use lcp::jobd::backend::{BackendConfig, TASK_KIND_CHAT_COMPLETIONS};
 use lcp::jobd::pricing::{ModelConfig, ModelPrice};
-use lcp::testkit::{
-    connect_with_channel, peerd_address, poll_until, wait_offer, wait_services, InProcessNode, ProcessNode, TestJobs,
-    PATIENCE,
-};
+use lcp::testkit::{poll_until, wait_offer, TestJobs, PATIENCE};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -101,27 +99,10 @@ async fn task_kinds_flag_narrows_what_lcpnode_offers() {
     let model = "gpt-4o-mini";
     let up = Upstream::start(answer).await;
     let base_url = format!("{}/v1", up.base_url());
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--compute-backend",
-        "openai",
-        "--openai-base-url",
-        &base_url,
-        "--model-price",
-        "gpt-4o-mini=150000:600000",
-        "--task-kinds",
-        TASK_KIND_CHAT_COMPLETIONS,
-    ];
-    let mut node = ProcessNode::lcpnode(&args, &[("OPENAI_API_KEY", "sk-standin")]).expect("lcpnode starts");
-    let pc = node.client().await.expect("provider bus");
-    let (provider, listen) = peerd_address(&pc).await.unwrap_or_else(|e| panic!("{e}\n{}", node.log("lcpnode")));
-    wait_services(&pc, &[ServiceId::Payd, ServiceId::Lcpd]).await.expect("provider services");
-
-    let requester = InProcessNode::start().expect("requester");
-    let rc = requester.client().await.expect("requester bus");
-    wait_services(&rc, &[ServiceId::Payd, ServiceId::Lcpd, ServiceId::Peerd]).await.expect("requester services");
-    connect_with_channel(&rc, &provider, listen, false, 1_000_000).await.expect("channel");
+    let extra = ["--task-kinds", TASK_KIND_CHAT_COMPLETIONS];
+    let n =
+        standin_provider::provider_and_requester(&base_url, "gpt-4o-mini=150000:600000", "sk-standin", &extra).await;
+    let (mut node, pc, provider, rc) = (n.provider, n.pc, n.provider_id, n.rc);
     wait_offer(&rc, &provider, model).await.expect("manifest");
     assert_eq!(manifest_tasks(&rc, &provider).await, Some(chat_only(model)));
 

@@ -718,16 +718,20 @@ impl LdkEngine {
         Ok(())
     }
 
+    /// The peer of one of our channels.
+    fn counterparty(&self, channel_id: [u8; 32]) -> Result<PublicKey, PaydError> {
+        self.channels()
+            .into_iter()
+            .find(|c| c.channel_id == channel_id)
+            .map(|c| c.counterparty)
+            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })
+    }
+
     /// Close a channel cooperatively and wait until LDK reports it closed; returns LDK's reason.
     /// The channel's peer must be connected (the shutdown messages go through its session).
     pub async fn close_channel_and_wait(&self, channel_id: [u8; 32], timeout: Duration) -> Result<String, PaydError> {
         self.ensure_running()?;
-        let peer = self
-            .channels()
-            .into_iter()
-            .find(|c| c.channel_id == channel_id)
-            .map(|c| c.counterparty)
-            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        let peer = self.counterparty(channel_id)?;
         if !self.is_connected(&peer) {
             return Err(PaydError::PeerNotConnected { peer });
         }
@@ -773,12 +777,7 @@ impl LdkEngine {
         timeout: Duration,
     ) -> Result<String, PaydError> {
         self.ensure_running()?;
-        let peer = self
-            .channels()
-            .into_iter()
-            .find(|c| c.channel_id == channel_id)
-            .map(|c| c.counterparty)
-            .ok_or_else(|| PaydError::UnknownChannel { channel_id: hex::encode(channel_id) })?;
+        let peer = self.counterparty(channel_id)?;
         let rx = self.inner.channel_events.subscribe();
         {
             // Not while a round runs: the round's list of HTLCs per channel must see the channel

@@ -459,6 +459,22 @@ mod tests {
     use super::*;
     use lightning::bitcoin::secp256k1::{Secp256k1, SecretKey};
 
+    /// A payment of 42 msat recorded as pending at time 10.
+    fn pending_payment(payment_hash: [u8; 32]) -> PaymentRecord {
+        PaymentRecord {
+            payment_hash,
+            bolt11: "lnbcrt1".into(),
+            amount_msat: 42,
+            payee: payee(),
+            status: PaymentStatus::Pending,
+            preimage: None,
+            fee_msat: None,
+            failure: None,
+            created_at: 10,
+            updated_at: 10,
+        }
+    }
+
     fn payee() -> PublicKey {
         let sk = SecretKey::from_slice(&[9; 32]).expect("valid constant key");
         PublicKey::from_secret_key(&Secp256k1::new(), &sk)
@@ -498,18 +514,7 @@ mod tests {
     #[test]
     fn payment_lifecycle() {
         let s = Store::open_in_memory().expect("db");
-        let rec = PaymentRecord {
-            payment_hash: [5; 32],
-            bolt11: "lnbcrt1".into(),
-            amount_msat: 42,
-            payee: payee(),
-            status: PaymentStatus::Pending,
-            preimage: None,
-            fee_msat: None,
-            failure: None,
-            created_at: 10,
-            updated_at: 10,
-        };
+        let rec = pending_payment([5; 32]);
         assert!(s.insert_pending_payment(&rec).expect("insert"));
         assert!(!s.insert_pending_payment(&rec).expect("second insert is a no-op"));
         assert!(s.payment_succeeded(&[5; 32], &[6; 32], 3, 11).expect("ok"));
@@ -540,18 +545,7 @@ mod tests {
     #[test]
     fn stranded_payment_is_definite_until_a_real_outcome_arrives() {
         let s = Store::open_in_memory().expect("db");
-        let mut rec = PaymentRecord {
-            payment_hash: [7; 32],
-            bolt11: "lnbcrt1".into(),
-            amount_msat: 42,
-            payee: payee(),
-            status: PaymentStatus::Pending,
-            preimage: None,
-            fee_msat: None,
-            failure: None,
-            created_at: 10,
-            updated_at: 10,
-        };
+        let mut rec = pending_payment([7; 32]);
         assert!(s.insert_pending_payment(&rec).expect("insert"));
         assert!(s.payment_stranded(&[7; 32], "channel force-closed", 11).expect("stranded"));
         assert!(!s.payment_stranded(&[7; 32], "again", 12).expect("once"));
